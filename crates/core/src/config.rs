@@ -1,0 +1,652 @@
+//! The sidecar's configuration: its command line, environment variables and
+//! the rules that tie the options together.
+//!
+//! [`SidecarConfig`] is both what `tempcreds-sidecar run` parses (every flag
+//! is also read from `TEMPCREDS_<FLAG>`) and what the webhook renders into the
+//! injected container's arguments with [`SidecarConfig::to_args`]. A test
+//! parses the rendered arguments back, so the two sides cannot drift.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::arn::{PolicyArn, RoleArn};
+use crate::duration::{format_duration, parse_duration};
+use crate::paths;
+use crate::sts::{
+    self, CHAINED_SESSION_MAX, ExternalId, MAX_POLICY_ARNS, SessionName, SessionTag,
+    SourceIdentity, StsCall,
+};
+
+/// Where the sidecar's first credentials come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum Source {
+    /// A projected service-account token and `AssumeRoleWithWebIdentity`.
+    #[default]
+    WebIdentity,
+    /// Long-term keys from files (a Secret): `AssumeRole`, or
+    /// `GetSessionToken` when no role is configured.
+    Secret,
+    /// The SDK's default credential chain (node role, EKS Pod Identity,
+    /// environment), then `AssumeRole`.
+    Ambient,
+}
+
+impl Source {
+    /// Every source, as written in flags and annotations.
+    pub const ALL: [Source; 3] = [Source::WebIdentity, Source::Secret, Source::Ambient];
+
+    /// The name used in flags and annotations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::WebIdentity => "web-identity",
+            Source::Secret => "secret",
+            Source::Ambient => "ambient",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Source::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                format!("{s:?} is not a source; accepted: web-identity, secret, ambient")
+            })
+    }
+}
+
+/// How application containers receive credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum Delivery {
+    /// The shared-credentials file only (`AWS_SHARED_CREDENTIALS_FILE`); SDKs
+    /// read it once per client.
+    #[default]
+    File,
+    /// A config file whose profile runs `credential_process`
+    /// (`AWS_CONFIG_FILE`); SDKs re-run it before expiry.
+    Process,
+    /// The container-credentials endpoint on loopback
+    /// (`AWS_CONTAINER_CREDENTIALS_FULL_URI`); SDKs refresh from it.
+    Endpoint,
+}
+
+impl Delivery {
+    /// Every mode, as written in config and annotations.
+    pub const ALL: [Delivery; 3] = [Delivery::File, Delivery::Process, Delivery::Endpoint];
+
+    /// The name used in config and annotations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::File => "file",
+            Delivery::Process => "process",
+            Delivery::Endpoint => "endpoint",
+        }
+    }
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Delivery {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Delivery::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                format!("{s:?} is not a delivery mode; accepted: file, process, endpoint")
+            })
+    }
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// The sidecar's configuration (`tempcreds-sidecar run` and `doctor`).
+///
+/// Each flag is also read from the environment variable `TEMPCREDS_` followed
+/// by the flag name in upper case with `_` for `-` (`--role-arn` is
+/// `TEMPCREDS_ROLE_ARN`). Repeatable flags take a comma-separated list there.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct SidecarConfig {
+    /// Where the first credentials come from.
+    #[arg(long, env = "TEMPCREDS_SOURCE", value_enum, default_value_t = Source::WebIdentity)]
+    pub source: Source,
+
+    /// The role to assume. Without it, `--source secret` calls GetSessionToken.
+    #[arg(long, env = "TEMPCREDS_ROLE_ARN", value_name = "ARN")]
+    pub role_arn: Option<RoleArn>,
+
+    /// Further roles to assume in order after the first (role chaining).
+    #[arg(
+        long = "chain-role-arn",
+        env = "TEMPCREDS_CHAIN_ROLE_ARN",
+        value_name = "ARN",
+        value_delimiter = ','
+    )]
+    pub chain_role_arns: Vec<RoleArn>,
+
+    /// The projected service-account token (`--source web-identity`).
+    #[arg(long, env = "TEMPCREDS_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// File holding the long-term access key ID (`--source secret`).
+    #[arg(long, env = "TEMPCREDS_ACCESS_KEY_ID_FILE", value_name = "PATH")]
+    pub access_key_id_file: Option<PathBuf>,
+
+    /// File holding the long-term secret access key (`--source secret`).
+    #[arg(long, env = "TEMPCREDS_SECRET_ACCESS_KEY_FILE", value_name = "PATH")]
+    pub secret_access_key_file: Option<PathBuf>,
+
+    /// Requested session lifetime (`900`, `15m`, `1h`). Default: STS's (1 h
+    /// for roles, 12 h for GetSessionToken).
+    #[arg(long, env = "TEMPCREDS_SESSION_DURATION", value_name = "DURATION", value_parser = duration_arg)]
+    pub session_duration: Option<Duration>,
+
+    /// RoleSessionName. Default: derived from `--pod-name`, the same on every
+    /// refresh.
+    #[arg(long, env = "TEMPCREDS_SESSION_NAME", value_name = "NAME")]
+    pub session_name: Option<SessionName>,
+
+    /// The pod's name (from the downward API), for the default session name.
+    #[arg(long, env = "TEMPCREDS_POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
+
+    /// ExternalId for AssumeRole.
+    #[arg(long, env = "TEMPCREDS_EXTERNAL_ID", value_name = "ID")]
+    pub external_id: Option<ExternalId>,
+
+    /// SourceIdentity for AssumeRole.
+    #[arg(long, env = "TEMPCREDS_SOURCE_IDENTITY", value_name = "ID")]
+    pub source_identity: Option<SourceIdentity>,
+
+    /// Managed session policies, applied to the final session.
+    #[arg(
+        long = "policy-arn",
+        env = "TEMPCREDS_POLICY_ARN",
+        value_name = "ARN",
+        value_delimiter = ','
+    )]
+    pub policy_arns: Vec<PolicyArn>,
+
+    /// Session tags `KEY=VALUE`, passed on the first AssumeRole.
+    #[arg(
+        long = "session-tag",
+        env = "TEMPCREDS_SESSION_TAG",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub session_tags: Vec<SessionTag>,
+
+    /// Keys of session tags that pass on to chained roles.
+    #[arg(
+        long = "transitive-tag-key",
+        env = "TEMPCREDS_TRANSITIVE_TAG_KEY",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub transitive_tag_keys: Vec<String>,
+
+    /// AWS region; selects the regional STS endpoint.
+    #[arg(long, env = "TEMPCREDS_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// A custom STS endpoint URL (VPC endpoints, tests).
+    #[arg(long, env = "TEMPCREDS_STS_ENDPOINT", value_name = "URL")]
+    pub sts_endpoint: Option<String>,
+
+    /// Where the credential files are written.
+    #[arg(long, env = "TEMPCREDS_OUTPUT_DIR", value_name = "DIR", default_value = paths::OUTPUT_DIR)]
+    pub output_dir: PathBuf,
+
+    /// Profile name in the credentials file.
+    #[arg(
+        long,
+        env = "TEMPCREDS_PROFILE",
+        value_name = "NAME",
+        default_value = "default"
+    )]
+    pub profile: String,
+
+    /// How long before expiry to refresh. Default: half the lifetime.
+    #[arg(long, env = "TEMPCREDS_REFRESH_BEFORE", value_name = "DURATION", value_parser = duration_arg)]
+    pub refresh_before: Option<Duration>,
+
+    /// Address of `/healthz` and `/readyz`.
+    #[arg(long, env = "TEMPCREDS_HEALTH_ADDR", value_name = "ADDR", default_value = paths::DEFAULT_HEALTH_ADDR)]
+    pub health_addr: SocketAddr,
+}
+
+/// A configuration problem, naming the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--{flag}: {message}")]
+pub struct ConfigError {
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl SidecarConfig {
+    /// A configuration with every option at its default, for `source`.
+    pub fn new(source: Source) -> SidecarConfig {
+        SidecarConfig {
+            source,
+            role_arn: None,
+            chain_role_arns: Vec::new(),
+            token_file: None,
+            access_key_id_file: None,
+            secret_access_key_file: None,
+            session_duration: None,
+            session_name: None,
+            pod_name: None,
+            external_id: None,
+            source_identity: None,
+            policy_arns: Vec::new(),
+            session_tags: Vec::new(),
+            transitive_tag_keys: Vec::new(),
+            region: None,
+            sts_endpoint: None,
+            output_dir: PathBuf::from(paths::OUTPUT_DIR),
+            profile: "default".to_owned(),
+            refresh_before: None,
+            health_addr: paths::DEFAULT_HEALTH_ADDR
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], paths::DEFAULT_HEALTH_PORT))),
+        }
+    }
+
+    /// The STS call that obtains the first credentials.
+    pub fn first_call(&self) -> StsCall {
+        match (self.source, &self.role_arn) {
+            (Source::WebIdentity, _) => StsCall::AssumeRoleWithWebIdentity,
+            (Source::Secret, None) => StsCall::GetSessionToken,
+            _ => StsCall::AssumeRole,
+        }
+    }
+
+    /// The session name used on every call: `--session-name`, else derived
+    /// from `--pod-name`, else `tempcreds`.
+    pub fn effective_session_name(&self) -> SessionName {
+        match (&self.session_name, &self.pod_name) {
+            (Some(name), _) => name.clone(),
+            (None, Some(pod)) => SessionName::sanitized(pod),
+            (None, None) => SessionName::sanitized("tempcreds"),
+        }
+    }
+
+    /// The duration to request on chained calls: the requested one capped at
+    /// STS's 1 h limit for role chaining.
+    pub fn chained_duration(&self) -> Option<Duration> {
+        self.session_duration.map(|d| d.min(CHAINED_SESSION_MAX))
+    }
+
+    /// Checks the options together. Returns warnings (the configuration works
+    /// but probably not as meant) or every problem found, each naming its flag.
+    pub fn validate(&self) -> Result<Vec<String>, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut err = |flag, message: String| errors.push(ConfigError { flag, message });
+        let call = self.first_call();
+
+        match self.source {
+            Source::WebIdentity => {
+                if self.role_arn.is_none() {
+                    err("role-arn", "is required with --source web-identity".into());
+                }
+                if self.token_file.is_none() {
+                    err(
+                        "token-file",
+                        "is required with --source web-identity (the projected service-account token)".into(),
+                    );
+                }
+            }
+            Source::Secret => {
+                if self.access_key_id_file.is_none() {
+                    err(
+                        "access-key-id-file",
+                        "is required with --source secret".into(),
+                    );
+                }
+                if self.secret_access_key_file.is_none() {
+                    err(
+                        "secret-access-key-file",
+                        "is required with --source secret".into(),
+                    );
+                }
+            }
+            Source::Ambient => {
+                if self.role_arn.is_none() {
+                    err("role-arn", "is required with --source ambient".into());
+                }
+            }
+        }
+
+        if call == StsCall::GetSessionToken {
+            let role_only = [
+                ("chain-role-arn", !self.chain_role_arns.is_empty()),
+                ("external-id", self.external_id.is_some()),
+                ("source-identity", self.source_identity.is_some()),
+                ("policy-arn", !self.policy_arns.is_empty()),
+                ("session-tag", !self.session_tags.is_empty()),
+                ("transitive-tag-key", !self.transitive_tag_keys.is_empty()),
+            ];
+            for (flag, set) in role_only {
+                if set {
+                    err(
+                        flag,
+                        "needs --role-arn: without a role tempcreds calls GetSessionToken, which does not take it".into(),
+                    );
+                }
+            }
+        }
+        if call == StsCall::AssumeRoleWithWebIdentity && self.chain_role_arns.is_empty() {
+            let assume_role_only = [
+                ("external-id", self.external_id.is_some()),
+                ("source-identity", self.source_identity.is_some()),
+                ("session-tag", !self.session_tags.is_empty()),
+                ("transitive-tag-key", !self.transitive_tag_keys.is_empty()),
+            ];
+            for (flag, set) in assume_role_only {
+                if set {
+                    err(
+                        flag,
+                        "AssumeRoleWithWebIdentity does not take it (session tags come from the token's claims); \
+                         it applies only to AssumeRole, e.g. with --chain-role-arn"
+                            .into(),
+                    );
+                }
+            }
+        }
+
+        if let Some(d) = self.session_duration {
+            if let Err(e) = call.check_duration(d) {
+                err("session-duration", e);
+            } else if !self.chain_role_arns.is_empty() && d > CHAINED_SESSION_MAX {
+                warnings.push(format!(
+                    "--session-duration {}: chained role sessions last at most 1h; \
+                     the chained calls request 1h",
+                    format_duration(d)
+                ));
+            }
+        }
+        if self.policy_arns.len() > MAX_POLICY_ARNS {
+            err(
+                "policy-arn",
+                format!(
+                    "{} given; STS accepts at most {MAX_POLICY_ARNS}",
+                    self.policy_arns.len()
+                ),
+            );
+        }
+        for key in &self.transitive_tag_keys {
+            if let Err(e) = sts::check_tag_key(key) {
+                err("transitive-tag-key", e.to_string());
+            }
+        }
+        if let Err(e) = sts::check_tag_set(&self.session_tags, &self.transitive_tag_keys) {
+            err("session-tag", e);
+        }
+        if self.profile.is_empty()
+            || self
+                .profile
+                .chars()
+                .any(|c| c.is_whitespace() || c == '[' || c == ']')
+        {
+            err(
+                "profile",
+                format!(
+                    "{:?} is not a usable profile name; use letters, digits, - and _",
+                    self.profile
+                ),
+            );
+        }
+        if let Some(region) = &self.region {
+            let ok = !region.is_empty()
+                && region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                err(
+                    "region",
+                    format!("{region:?} is not a region name such as eu-west-1"),
+                );
+            }
+        }
+        if let Some(endpoint) = &self.sts_endpoint
+            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        {
+            err(
+                "sts-endpoint",
+                format!("{endpoint:?} is not a URL; expected https://HOST[:PORT]"),
+            );
+        }
+        if let (Some(role), Some(region)) = (&self.role_arn, &self.region) {
+            let want = crate::arn::Partition::of_region(region);
+            if role.partition() != want {
+                warnings.push(format!(
+                    "--role-arn is in partition {} but --region {region} is in {want}; STS will refuse it",
+                    role.partition()
+                ));
+            }
+        }
+        if let (Some(before), Some(d)) = (self.refresh_before, self.session_duration)
+            && before >= d
+        {
+            err(
+                "refresh-before",
+                format!(
+                    "{} is not shorter than --session-duration {}; credentials would be refreshed as soon as they arrive",
+                    format_duration(before),
+                    format_duration(d)
+                ),
+            );
+        }
+
+        if errors.is_empty() {
+            Ok(warnings)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The command-line arguments that reproduce this configuration, after
+    /// the `run` subcommand. Options at their default are left out.
+    pub fn to_args(&self) -> Vec<String> {
+        let defaults = SidecarConfig::new(self.source);
+        let mut args = vec!["--source".to_owned(), self.source.to_string()];
+        let mut push = |flag: &str, value: String| {
+            args.push(format!("--{flag}"));
+            args.push(value);
+        };
+        let path = |p: &PathBuf| p.display().to_string();
+        if let Some(v) = &self.role_arn {
+            push("role-arn", v.to_string());
+        }
+        for v in &self.chain_role_arns {
+            push("chain-role-arn", v.to_string());
+        }
+        if let Some(v) = &self.token_file {
+            push("token-file", path(v));
+        }
+        if let Some(v) = &self.access_key_id_file {
+            push("access-key-id-file", path(v));
+        }
+        if let Some(v) = &self.secret_access_key_file {
+            push("secret-access-key-file", path(v));
+        }
+        if let Some(v) = self.session_duration {
+            push("session-duration", format_duration(v));
+        }
+        if let Some(v) = &self.session_name {
+            push("session-name", v.to_string());
+        }
+        if let Some(v) = &self.pod_name {
+            push("pod-name", v.clone());
+        }
+        if let Some(v) = &self.external_id {
+            push("external-id", v.to_string());
+        }
+        if let Some(v) = &self.source_identity {
+            push("source-identity", v.to_string());
+        }
+        for v in &self.policy_arns {
+            push("policy-arn", v.to_string());
+        }
+        for v in &self.session_tags {
+            push("session-tag", v.to_string());
+        }
+        for v in &self.transitive_tag_keys {
+            push("transitive-tag-key", v.clone());
+        }
+        if let Some(v) = &self.region {
+            push("region", v.clone());
+        }
+        if let Some(v) = &self.sts_endpoint {
+            push("sts-endpoint", v.clone());
+        }
+        if self.output_dir != defaults.output_dir {
+            push("output-dir", path(&self.output_dir));
+        }
+        if self.profile != defaults.profile {
+            push("profile", self.profile.clone());
+        }
+        if let Some(v) = self.refresh_before {
+            push("refresh-before", format_duration(v));
+        }
+        if self.health_addr != defaults.health_addr {
+            push("health-addr", self.health_addr.to_string());
+        }
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: SidecarConfig,
+    }
+
+    fn parse(args: &[String]) -> Result<SidecarConfig, clap::Error> {
+        let argv = std::iter::once("tempcreds-sidecar".to_owned()).chain(args.iter().cloned());
+        Cli::try_parse_from(argv).map(|c| c.config)
+    }
+
+    fn full() -> SidecarConfig {
+        let mut c = SidecarConfig::new(Source::Secret);
+        c.role_arn = Some("arn:aws:iam::123456789012:role/first".parse().unwrap());
+        c.chain_role_arns = vec!["arn:aws:iam::210987654321:role/second".parse().unwrap()];
+        c.access_key_id_file = Some("/keys/id".into());
+        c.secret_access_key_file = Some("/keys/secret".into());
+        c.session_duration = Some(Duration::from_secs(5400));
+        c.session_name = Some("my-session".parse().unwrap());
+        c.pod_name = Some("web-0".into());
+        c.external_id = Some("ext-123".parse().unwrap());
+        c.source_identity = Some("alice".parse().unwrap());
+        c.policy_arns = vec!["arn:aws:iam::aws:policy/ReadOnlyAccess".parse().unwrap()];
+        c.session_tags = vec![
+            "team=pay ments".parse().unwrap(),
+            "env=prod".parse().unwrap(),
+        ];
+        c.transitive_tag_keys = vec!["team".into()];
+        c.region = Some("eu-west-1".into());
+        c.sts_endpoint = Some("http://127.0.0.1:5000".into());
+        c.output_dir = "/out".into();
+        c.profile = "app".into();
+        c.refresh_before = Some(Duration::from_secs(600));
+        c.health_addr = "127.0.0.1:9000".parse().unwrap();
+        c
+    }
+
+    #[test]
+    fn rendered_args_parse_back_to_the_same_config() {
+        for c in [
+            full(),
+            SidecarConfig::new(Source::WebIdentity),
+            SidecarConfig::new(Source::Ambient),
+        ] {
+            assert_eq!(parse(&c.to_args()).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn bad_flag_values_name_the_flag_and_value() {
+        let e = parse(&["--role-arn".into(), "arn:aws:iam::1:role/x".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--role-arn") && e.contains("12 digits"), "{e}");
+        let e = parse(&["--session-duration".into(), "10x".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--session-duration") && e.contains("15m"), "{e}");
+        let e = parse(&["--source".into(), "magic".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("web-identity"), "{e}");
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_its_flag() {
+        let mut c = SidecarConfig::new(Source::Secret);
+        c.session_tags = vec!["a=b".parse().unwrap()];
+        c.session_duration = Some(Duration::from_secs(60));
+        let errs = c.validate().unwrap_err();
+        let flags: Vec<_> = errs.iter().map(|e| e.flag).collect();
+        assert_eq!(
+            flags,
+            [
+                "access-key-id-file",
+                "secret-access-key-file",
+                "session-tag",
+                "session-duration"
+            ]
+        );
+        assert!(errs[2].to_string().contains("GetSessionToken"));
+    }
+
+    #[test]
+    fn chained_duration_above_an_hour_is_a_warning_not_an_error() {
+        let c = full();
+        let warnings = c.validate().unwrap();
+        assert!(warnings.iter().any(|w| w.contains("1h")), "{warnings:?}");
+        assert_eq!(c.chained_duration(), Some(CHAINED_SESSION_MAX));
+    }
+
+    #[test]
+    fn web_identity_rejects_assume_role_only_parameters() {
+        let mut c = SidecarConfig::new(Source::WebIdentity);
+        c.role_arn = Some("arn:aws:iam::123456789012:role/r".parse().unwrap());
+        c.token_file = Some("/t".into());
+        assert_eq!(c.validate(), Ok(vec![]));
+        c.external_id = Some("abc".parse().unwrap());
+        assert_eq!(c.validate().unwrap_err()[0].flag, "external-id");
+    }
+
+    #[test]
+    fn session_name_is_stable_and_derived_from_the_pod() {
+        let mut c = SidecarConfig::new(Source::Ambient);
+        c.pod_name = Some("api-5c9d/x".into());
+        assert_eq!(c.effective_session_name().as_str(), "api-5c9d-x");
+        assert_eq!(c.effective_session_name(), c.effective_session_name());
+    }
+}

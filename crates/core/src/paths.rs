@@ -1,0 +1,50 @@
+//! Where things live inside an injected pod: volume mount paths and the names
+//! of the files the sidecar writes. The webhook mounts these paths and the
+//! sidecar writes to them, so both take them from here.
+
+/// Where the shared credentials volume is mounted, in the sidecar (read-write)
+/// and in application containers (read-only).
+pub const OUTPUT_DIR: &str = "/var/run/tempcreds";
+
+/// The AWS shared-credentials file (INI) inside the output directory.
+pub const CREDENTIALS_FILE: &str = "credentials";
+
+/// The `credential_process` JSON document inside the output directory.
+pub const PROCESS_JSON_FILE: &str = "credentials.json";
+
+/// The AWS config file whose profile runs `credential_process` on
+/// [`PROCESS_JSON_FILE`], inside the output directory.
+pub const CONFIG_FILE: &str = "config";
+
+/// The authorization token for the container-credentials endpoint, inside the
+/// output directory.
+pub const ENDPOINT_TOKEN_FILE: &str = "endpoint-token";
+
+/// Where the projected service-account token volume is mounted (sidecar only).
+pub const TOKEN_DIR: &str = "/var/run/secrets/tempcreds/serviceaccount";
+
+/// The token file name inside [`TOKEN_DIR`].
+pub const TOKEN_FILE: &str = "token";
+
+/// Where the Secret holding long-term keys is mounted (sidecar only).
+pub const SECRET_DIR: &str = "/var/run/secrets/tempcreds/aws-keys";
+
+/// File name of the access key ID inside [`SECRET_DIR`].
+pub const ACCESS_KEY_ID_FILE: &str = "aws_access_key_id";
+
+/// File name of the secret access key inside [`SECRET_DIR`].
+pub const SECRET_ACCESS_KEY_FILE: &str = "aws_secret_access_key";
+
+/// The default address of the sidecar's health endpoints. It listens on all
+/// addresses because the kubelet probes the pod IP; the endpoints carry no
+/// secret.
+pub const DEFAULT_HEALTH_ADDR: &str = "0.0.0.0:8099";
+
+/// The port of [`DEFAULT_HEALTH_ADDR`].
+pub const DEFAULT_HEALTH_PORT: u16 = 8099;
+
+/// The sidecar's readiness path: ready once valid credentials are written.
+pub const READYZ_PATH: &str = "/readyz";
+
+/// The sidecar's liveness path.
+pub const HEALTHZ_PATH: &str = "/healthz";

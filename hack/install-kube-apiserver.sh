@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver from the Go module k8s.io/kubernetes at a pinned version
+# and caches the binary outside the repository, by version.
+#
+# k8s.io/kubernetes is not meant to be used as a dependency: its go.mod points
+# every k8s.io/* staging module at ./staging/src/..., which the module zip does
+# not contain. So we read that go.mod from the module cache and replace each of
+# those modules with its published v0.X.Y tag, then build cmd/kube-apiserver.
+#
+# Idempotent: if the binary for this version exists, it only prints its path.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+version="${PIN_KUBE}"
+out="${TEMPCREDS_CACHE}/bin/kube-apiserver-${version}"
+if [[ -x "$out" ]]; then
+  say "kube-apiserver ${version} already built: $out"
+  exit 0
+fi
+
+need go
+staging_version="v0.${version#v1.}"
+build_dir="${TEMPCREDS_CACHE}/build/kube-apiserver-${version}"
+mkdir -p "$build_dir"
+
+say "downloading k8s.io/kubernetes@${version} into the Go module cache"
+mod_dir=$(cd "$build_dir" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@${version}" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+
+say "writing a build module with replaces for every staging module (=> ${staging_version})"
+{
+  echo "module tempcreds.local/kube-apiserver-build"
+  echo
+  echo "go $(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')"
+  echo
+  echo "require k8s.io/kubernetes ${version}"
+  echo
+  # Every line of the form `k8s.io/foo => ./staging/src/k8s.io/foo`.
+  grep -E '^\s*k8s\.io/[^ ]+ => \./staging/src/' "${mod_dir}/go.mod" \
+    | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
+} > "${build_dir}/go.mod"
+cat > "${build_dir}/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+GO
+
+say "resolving dependencies (go mod tidy)"
+(cd "$build_dir" && go mod tidy)
+
+say "building kube-apiserver ${version} with CGO_ENABLED=0 (several minutes cold)"
+start=$(date +%s)
+(cd "$build_dir" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' \
+   -o "${out}.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
+mv "${out}.tmp" "$out"
+say "built $out in $(( $(date +%s) - start ))s"

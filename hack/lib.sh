@@ -1,0 +1,20 @@
+# Shared settings for the hack/ scripts. Sourced, not run.
+#
+# Everything heavy is cached outside the repository, under TEMPCREDS_CACHE
+# (default ~/.cache/tempcreds), so a second run is fast and the checkout stays
+# clean.
+
+: "${TEMPCREDS_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/tempcreds}"
+export TEMPCREDS_CACHE
+
+# Pinned tool versions. Change them here only.
+: "${PIN_KUBE:=v1.36.3}"
+: "${PIN_ETCD:=v3.6.16}"
+: "${PIN_KUBECTL_LAYER:=2.2.2}"
+export PIN_KUBE PIN_ETCD PIN_KUBECTL_LAYER
+
+mkdir -p "${TEMPCREDS_CACHE}/bin"
+
+say() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not on PATH"; }
