@@ -1,1 +1,159 @@
-//! Test harness.
+//! The test harness of tempcreds: real software, started and found for tests.
+//!
+//! - [`Moto`]: moto's STS server (`moto_server`) on a free loopback port, one
+//!   per test, recording every request so tests can assert which STS calls
+//!   were made and with which parameters.
+//! - [`ControlPlane`]: the local kube-apiserver that `make test` starts with
+//!   `hack/control-plane.sh` (found through the environment it exports).
+//! - [`tool`]: paths of the installed tools (aws, kubectl, helm, python).
+//!
+//! Tools are installed by `hack/install-tools.sh` into `TEMPCREDS_CACHE`
+//! (default `~/.cache/tempcreds`); `make test` does that first.
+
+pub mod moto;
+
+pub use moto::{Moto, StsRequest};
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// The cache directory the hack/ scripts install tools into.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TEMPCREDS_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("neither TEMPCREDS_CACHE, XDG_CACHE_HOME nor HOME is set");
+    base.join("tempcreds")
+}
+
+/// The path of an installed tool: `aws`, `python`, `moto_server` (from the
+/// venv) or `kubectl`, `helm` (from the cache's bin/). Panics with the command
+/// that installs it when it is missing.
+pub fn tool(name: &str) -> PathBuf {
+    let cache = cache_dir();
+    let path = match name {
+        "kubectl" | "helm" => cache.join("bin").join(name),
+        _ => cache.join("venv").join("bin").join(name),
+    };
+    assert!(
+        path.exists(),
+        "{} is not installed; run `hack/install-tools.sh` (or `make test`, which does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (released before returning, so a race with
+/// another process is possible but harmless in practice).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// The local control plane started by `hack/control-plane.sh`, found through
+/// the variables its `env` file exports.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The CA that signed the API server's certificate.
+    pub ca_file: PathBuf,
+    /// The service-account token issuer.
+    pub issuer: String,
+}
+
+impl ControlPlane {
+    /// The running control plane. Panics, saying how to start one, when the
+    /// environment does not name it: these tests need the real API server.
+    pub fn from_env() -> ControlPlane {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "{name} is not set: this test needs the local kube-apiserver. \
+                     Run it through `make test`, or `hack/with-control-plane.sh cargo test ...`"
+                )
+            })
+        };
+        ControlPlane {
+            kubeconfig: var("KUBECONFIG").into(),
+            url: var("TEMPCREDS_APISERVER_URL"),
+            ca_file: var("TEMPCREDS_APISERVER_CA").into(),
+            issuer: var("TEMPCREDS_SA_ISSUER"),
+        }
+    }
+
+    /// Runs kubectl against the control plane with `args`, returning stdout;
+    /// fails with kubectl's stderr.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// Like [`ControlPlane::kubectl`], feeding `stdin` (e.g. `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin is piped")
+                .write_all(input.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Creates a namespace with a unique name starting with `prefix`,
+    /// labelled with `labels` (`key=value`), and returns its name.
+    pub fn create_namespace(&self, prefix: &str, labels: &[&str]) -> anyhow::Result<String> {
+        let name = format!("{prefix}-{}", unique_suffix());
+        self.kubectl(&["create", "namespace", &name])?;
+        if !labels.is_empty() {
+            let mut args = vec!["label", "namespace", name.as_str()];
+            args.extend_from_slice(labels);
+            self.kubectl(&args)?;
+        }
+        Ok(name)
+    }
+}
+
+/// A short suffix unique within this machine's recent runs.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{:x}{:x}{}",
+        std::process::id() % 0xfff,
+        nanos % 0xffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
