@@ -1,0 +1,48 @@
+# tempcreds — the commands a contributor runs.
+#
+#   make test    everything CI runs: format check, clippy, unit tests and the
+#                end-to-end tests against a real kube-apiserver and moto's STS
+#                server (installs the tools it needs into ~/.cache/tempcreds)
+#   make demo    the whole path on this machine, no cluster or AWS account needed
+#   make tools   only install the test tools
+#   make build   debug build of both binaries
+#   make release release build of both binaries
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: test tools rust-toolchain fmt-check clippy unit e2e demo build release clean-tools
+
+test: tools fmt-check clippy e2e
+
+tools: rust-toolchain
+	hack/install-tools.sh
+
+rust-toolchain:
+	hack/install-rust-components.sh
+
+fmt-check: rust-toolchain
+	$(CARGO) fmt --all -- --check
+
+clippy: rust-toolchain
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# Unit tests only: no control plane, no moto.
+unit:
+	$(CARGO) test --workspace --locked --lib --bins
+
+# Every test (unit, integration, end-to-end) with the control plane up.
+e2e: tools
+	hack/with-control-plane.sh $(CARGO) test --workspace --locked
+
+demo: tools
+	hack/demo.sh
+
+build:
+	$(CARGO) build --workspace --bins --locked
+
+release:
+	$(CARGO) build --release --workspace --bins --locked
+
+clean-tools:
+	rm -rf "$${TEMPCREDS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/tempcreds}"
