@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod duration;
 pub mod paths;
+pub mod spec;
 pub mod sts;
 
 pub use arn::{Partition, PolicyArn, RoleArn};

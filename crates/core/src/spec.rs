@@ -1,0 +1,921 @@
+//! Reading the `tempcreds.io/` annotations of a pod and its ServiceAccount
+//! into a typed [`InjectionSpec`].
+//!
+//! The pod's annotations win over the same annotation on its ServiceAccount;
+//! the ServiceAccount's give defaults for every pod using it. Every problem is
+//! reported, each as an [`AnnotationError`] naming the annotation, the value
+//! seen (and whether it came from the ServiceAccount) and what is accepted,
+//! so a `kubectl` user can fix them all at once.
+//!
+//! [`InjectionSpec::sidecar_config`] turns the spec into the sidecar's
+//! [`SidecarConfig`]; [`InjectionSpec::check`] runs the sidecar's own
+//! validation on it and reports its flag-named errors under the annotation
+//! the user actually wrote.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::annotations as a;
+use crate::arn::{PolicyArn, RoleArn};
+use crate::config::{ConfigError, Delivery, SidecarConfig, Source};
+use crate::duration::parse_duration;
+use crate::paths;
+use crate::sts::{self, ExternalId, SessionName, SessionTag, SourceIdentity};
+
+/// Annotations as Kubernetes stores them.
+pub type Annotations = BTreeMap<String, String>;
+
+/// The shortest projected-token lifetime the API server accepts.
+pub const MIN_TOKEN_EXPIRATION_SECS: u64 = 600;
+/// The longest projected-token lifetime the API server accepts (2^32 s).
+pub const MAX_TOKEN_EXPIRATION_SECS: u64 = 1 << 32;
+
+/// Where an annotation's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The pod's own annotations.
+    Pod,
+    /// The pod's ServiceAccount's annotations (a default).
+    ServiceAccount,
+}
+
+/// A problem with one annotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnotationError {
+    /// The annotation's full name (`tempcreds.io/...`).
+    pub annotation: &'static str,
+    /// The value seen, or `None` when the annotation is missing.
+    pub value: Option<String>,
+    /// Where the value came from (meaningless when `value` is `None`).
+    pub origin: Origin,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl fmt::Display for AnnotationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => {
+                write!(f, "annotation {}={v:?}", self.annotation)?;
+                if self.origin == Origin::ServiceAccount {
+                    f.write_str(" (from the ServiceAccount)")?;
+                }
+                write!(f, ": {}", self.message)
+            }
+            None => write!(f, "annotation {}: {}", self.annotation, self.message),
+        }
+    }
+}
+
+impl std::error::Error for AnnotationError {}
+
+/// Which session tags the sidecar passes to STS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionTagsPolicy {
+    /// No session tags.
+    #[default]
+    None,
+    /// Tags naming the pod's namespace, service account and pod.
+    Simple,
+    /// The tags of `tempcreds.io/session-tags`.
+    Custom,
+}
+
+impl SessionTagsPolicy {
+    /// Every policy, as written in the annotation.
+    pub const ALL: [SessionTagsPolicy; 3] = [
+        SessionTagsPolicy::None,
+        SessionTagsPolicy::Simple,
+        SessionTagsPolicy::Custom,
+    ];
+
+    /// The name used in the annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionTagsPolicy::None => "none",
+            SessionTagsPolicy::Simple => "simple",
+            SessionTagsPolicy::Custom => "custom",
+        }
+    }
+}
+
+impl FromStr for SessionTagsPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SessionTagsPolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| "accepted: none, simple, custom".to_owned())
+    }
+}
+
+/// The Secret holding long-term keys (`tempcreds.io/source: secret`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    /// The Secret's name, in the pod's namespace.
+    pub name: String,
+    /// The key holding the access key ID.
+    pub access_key_id_key: String,
+    /// The key holding the secret access key.
+    pub secret_access_key_key: String,
+}
+
+/// What an opted-in pod asked for, with every annotation parsed and checked
+/// on its own. Checks across annotations that the sidecar also makes live in
+/// [`InjectionSpec::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectionSpec {
+    /// Where the sidecar's first credentials come from.
+    pub source: Source,
+    /// The role to assume (none: GetSessionToken with long-term keys).
+    pub role_arn: Option<RoleArn>,
+    /// Roles assumed in order after the first.
+    pub chain_role_arns: Vec<RoleArn>,
+    /// The Secret holding long-term keys, for `source: secret`.
+    pub secret: Option<SecretRef>,
+    /// Requested session lifetime.
+    pub session_duration: Option<Duration>,
+    /// RoleSessionName (default: the pod name, at run time).
+    pub session_name: Option<SessionName>,
+    /// ExternalId.
+    pub external_id: Option<ExternalId>,
+    /// SourceIdentity.
+    pub source_identity: Option<SourceIdentity>,
+    /// Managed session policies.
+    pub policy_arns: Vec<PolicyArn>,
+    /// Session tags passed to STS (empty unless the policy is `custom`).
+    pub session_tags: Vec<SessionTag>,
+    /// Transitive tag keys.
+    pub transitive_tag_keys: Vec<String>,
+    /// The session-tags policy.
+    pub session_tags_policy: SessionTagsPolicy,
+    /// Region from the annotation (the cluster default applies otherwise).
+    pub region: Option<String>,
+    /// STS endpoint from the annotation (the cluster default applies otherwise).
+    pub sts_endpoint: Option<String>,
+    /// How long before expiry to refresh.
+    pub refresh_before: Option<Duration>,
+    /// Profile name in the credentials file.
+    pub profile: String,
+    /// Containers that get the volume and env (`None`: all).
+    pub containers: Option<Vec<String>>,
+    /// Containers that do not.
+    pub skip_containers: Vec<String>,
+    /// Projected token audience.
+    pub token_audience: String,
+    /// Projected token lifetime in seconds.
+    pub token_expiration_secs: u64,
+    /// How apps receive credentials.
+    pub delivery: Delivery,
+    /// Things that work but are probably not what was meant.
+    pub warnings: Vec<String>,
+}
+
+/// The outcome of reading the annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Neither `role-arn` nor `inject: "true"`: the pod is not opted in.
+    NotRequested,
+    /// `inject: "false"`: opted out, whatever else is set.
+    OptedOut,
+    /// Opted in, with the parsed spec.
+    Inject(Box<InjectionSpec>),
+}
+
+/// Defaults that come from the cluster operator, not from annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDefaults {
+    /// Region used when no annotation names one.
+    pub region: Option<String>,
+    /// STS endpoint used when no annotation names one.
+    pub sts_endpoint: Option<String>,
+    /// Port of the sidecar's health endpoints.
+    pub health_port: u16,
+}
+
+impl Default for ClusterDefaults {
+    fn default() -> Self {
+        ClusterDefaults {
+            region: None,
+            sts_endpoint: None,
+            health_port: paths::DEFAULT_HEALTH_PORT,
+        }
+    }
+}
+
+/// The pod's and the ServiceAccount's annotations, pod first.
+struct Merged<'a> {
+    pod: &'a Annotations,
+    sa: &'a Annotations,
+}
+
+impl<'a> Merged<'a> {
+    fn get(&self, name: &str) -> Option<(&'a str, Origin)> {
+        if let Some(v) = self.pod.get(name) {
+            return Some((v.as_str(), Origin::Pod));
+        }
+        self.sa
+            .get(name)
+            .map(|v| (v.as_str(), Origin::ServiceAccount))
+    }
+}
+
+/// Collects errors while parsing.
+struct Parser<'a> {
+    merged: Merged<'a>,
+    errors: Vec<AnnotationError>,
+}
+
+impl<'a> Parser<'a> {
+    fn err(&mut self, annotation: &'static str, message: impl Into<String>) {
+        let (value, origin) = match self.merged.get(annotation) {
+            Some((v, o)) => (Some(v.to_owned()), o),
+            None => (None, Origin::Pod),
+        };
+        self.errors.push(AnnotationError {
+            annotation,
+            value,
+            origin,
+            message: message.into(),
+        });
+    }
+
+    /// The trimmed value, or `None` when absent.
+    fn raw(&self, annotation: &'static str) -> Option<&'a str> {
+        self.merged.get(annotation).map(|(v, _)| v.trim())
+    }
+
+    /// Parses a single value with `FromStr`, reporting its error.
+    fn one<T: FromStr>(&mut self, annotation: &'static str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        let raw = self.raw(annotation)?;
+        match raw.parse::<T>() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(annotation, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Parses a comma-separated list, reporting each bad item.
+    fn list<T: FromStr>(&mut self, annotation: &'static str) -> Vec<T>
+    where
+        T::Err: fmt::Display,
+    {
+        let Some(raw) = self.raw(annotation) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in split_list(raw) {
+            match item.parse::<T>() {
+                Ok(v) => out.push(v),
+                Err(e) => self.err(annotation, e.to_string()),
+            }
+        }
+        out
+    }
+
+    fn duration(&mut self, annotation: &'static str) -> Option<Duration> {
+        let raw = self.raw(annotation)?;
+        match parse_duration(raw) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(annotation, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// Splits a comma-separated annotation value, trimming items and dropping
+/// empty ones.
+pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Whether `s` is a valid Kubernetes object name (DNS subdomain, RFC 1123).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Whether `s` is a valid key of a Secret's data.
+fn is_secret_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
+/// Whether `s` is a valid container name (DNS label).
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Reads the annotations of a pod and its ServiceAccount.
+///
+/// Returns every problem found when the pod is opted in; annotations of a
+/// pod that is not opted in are not checked (only `inject` itself, whose
+/// misspelling would otherwise silently leave a pod without credentials).
+pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<AnnotationError>> {
+    let mut p = Parser {
+        merged: Merged { pod, sa },
+        errors: Vec::new(),
+    };
+    let inject = match p.raw(a::INJECT) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => {
+            p.err(a::INJECT, "accepted: \"true\" or \"false\"");
+            return Err(p.errors);
+        }
+    };
+    if inject == Some(false) {
+        return Ok(Decision::OptedOut);
+    }
+    let has_role = p.raw(a::ROLE_ARN).is_some();
+    if !has_role && inject != Some(true) {
+        return Ok(Decision::NotRequested);
+    }
+
+    let mut warnings = Vec::new();
+    let role_arn: Option<RoleArn> = p.one(a::ROLE_ARN);
+    let chain_role_arns: Vec<RoleArn> = p.list(a::CHAIN_ROLE_ARNS);
+
+    // The Secret.
+    let secret_name = p.raw(a::SECRET_NAME).map(str::to_owned);
+    if let Some(name) = &secret_name
+        && !is_dns_subdomain(name)
+    {
+        p.err(
+            a::SECRET_NAME,
+            "is not a Secret name; accepted: lower-case letters, digits, '-' and '.', at most 253",
+        );
+    }
+    fn secret_key(p: &mut Parser<'_>, annotation: &'static str, default: &str) -> String {
+        let key = p.raw(annotation).unwrap_or(default).to_owned();
+        if !is_secret_key(&key) {
+            p.err(
+                annotation,
+                "is not a Secret key; accepted: letters, digits, '-', '_' and '.'",
+            );
+        }
+        key
+    }
+    let access_key_id_key = secret_key(
+        &mut p,
+        a::SECRET_ACCESS_KEY_ID_KEY,
+        a::DEFAULT_SECRET_ACCESS_KEY_ID_KEY,
+    );
+    let secret_access_key_key = secret_key(
+        &mut p,
+        a::SECRET_SECRET_ACCESS_KEY_KEY,
+        a::DEFAULT_SECRET_SECRET_ACCESS_KEY_KEY,
+    );
+    if access_key_id_key == secret_access_key_key {
+        p.err(
+            a::SECRET_SECRET_ACCESS_KEY_KEY,
+            format!(
+                "names the same key as {}; the access key ID and the secret access key are two keys",
+                a::SECRET_ACCESS_KEY_ID_KEY
+            ),
+        );
+    }
+
+    // The source.
+    let source = match p.raw(a::SOURCE) {
+        Some(raw) => match raw.parse::<Source>() {
+            Ok(s) => s,
+            Err(e) => {
+                p.err(a::SOURCE, e);
+                Source::default()
+            }
+        },
+        None if secret_name.is_some() => Source::Secret,
+        None => Source::WebIdentity,
+    };
+    let secret = match (source, secret_name) {
+        (Source::Secret, Some(name)) => Some(SecretRef {
+            name,
+            access_key_id_key,
+            secret_access_key_key,
+        }),
+        (Source::Secret, None) => {
+            p.err(
+                a::SECRET_NAME,
+                "is required with tempcreds.io/source=secret: name the Secret (in the pod's namespace) holding the long-term keys",
+            );
+            None
+        }
+        (other, Some(_)) => {
+            warnings.push(format!(
+                "{} is ignored with {}={other}",
+                a::SECRET_NAME,
+                a::SOURCE
+            ));
+            None
+        }
+        (_, None) => None,
+    };
+    if role_arn.is_none() && !has_role && source != Source::Secret {
+        p.err(
+            a::ROLE_ARN,
+            format!(
+                "is required: {}=\"true\" without a role works only with long-term keys \
+                 ({}=secret and {}), which call GetSessionToken",
+                a::INJECT,
+                a::SOURCE,
+                a::SECRET_NAME
+            ),
+        );
+    }
+
+    let session_duration = p.duration(a::SESSION_DURATION);
+    let session_name: Option<SessionName> = p.one(a::SESSION_NAME);
+    let external_id: Option<ExternalId> = p.one(a::EXTERNAL_ID);
+    let source_identity: Option<SourceIdentity> = p.one(a::SOURCE_IDENTITY);
+    let policy_arns: Vec<PolicyArn> = p.list(a::POLICY_ARNS);
+    let mut session_tags: Vec<SessionTag> = p.list(a::SESSION_TAGS);
+    let transitive_tag_keys: Vec<String> = p
+        .raw(a::TRANSITIVE_TAG_KEYS)
+        .map(|raw| split_list(raw).map(str::to_owned).collect())
+        .unwrap_or_default();
+    for key in &transitive_tag_keys {
+        if let Err(e) = sts::check_tag_key(key) {
+            p.err(a::TRANSITIVE_TAG_KEYS, e.to_string());
+        }
+    }
+
+    let session_tags_policy = match p.raw(a::SESSION_TAGS_POLICY) {
+        None if session_tags.is_empty() => SessionTagsPolicy::None,
+        None => SessionTagsPolicy::Custom,
+        Some(raw) => match raw.parse::<SessionTagsPolicy>() {
+            Ok(SessionTagsPolicy::Simple) => {
+                p.err(
+                    a::SESSION_TAGS_POLICY,
+                    "\"simple\" is not supported by this version yet; accepted: none, custom \
+                     (with tempcreds.io/session-tags)",
+                );
+                SessionTagsPolicy::Simple
+            }
+            Ok(policy) => policy,
+            Err(e) => {
+                p.err(a::SESSION_TAGS_POLICY, e);
+                SessionTagsPolicy::None
+            }
+        },
+    };
+    if session_tags_policy == SessionTagsPolicy::None && !session_tags.is_empty() {
+        warnings.push(format!(
+            "{} is ignored because {}=none",
+            a::SESSION_TAGS,
+            a::SESSION_TAGS_POLICY
+        ));
+        session_tags.clear();
+    }
+    if session_tags_policy == SessionTagsPolicy::Custom && session_tags.is_empty() {
+        warnings.push(format!(
+            "{}=custom but {} is empty: no session tags are passed",
+            a::SESSION_TAGS_POLICY,
+            a::SESSION_TAGS
+        ));
+    }
+
+    let region = p.raw(a::REGION).map(str::to_owned);
+    let sts_endpoint = p.raw(a::STS_ENDPOINT).map(str::to_owned);
+    let refresh_before = p.duration(a::REFRESH_BEFORE);
+    let profile = p.raw(a::PROFILE).unwrap_or("default").to_owned();
+
+    let containers: Option<Vec<String>> = p
+        .raw(a::CONTAINERS)
+        .map(|raw| split_list(raw).map(str::to_owned).collect());
+    let skip_containers: Vec<String> = p
+        .raw(a::SKIP_CONTAINERS)
+        .map(|raw| split_list(raw).map(str::to_owned).collect())
+        .unwrap_or_default();
+    for (annotation, names) in [
+        (a::CONTAINERS, containers.clone().unwrap_or_default()),
+        (a::SKIP_CONTAINERS, skip_containers.clone()),
+    ] {
+        if let Some(bad) = names.iter().find(|n| !is_dns_label(n)) {
+            p.err(
+                annotation,
+                format!("{bad:?} is not a container name; expected a comma-separated list of container names"),
+            );
+        }
+    }
+    if matches!(&containers, Some(list) if list.is_empty()) {
+        p.err(
+            a::CONTAINERS,
+            "names no container; remove it to select every container",
+        );
+    }
+
+    let token_audience = p
+        .raw(a::TOKEN_AUDIENCE)
+        .unwrap_or(a::DEFAULT_TOKEN_AUDIENCE)
+        .to_owned();
+    if token_audience.is_empty() {
+        p.err(
+            a::TOKEN_AUDIENCE,
+            format!("is empty; the usual audience is {}", a::DEFAULT_TOKEN_AUDIENCE),
+        );
+    }
+    let token_expiration_secs = match p.duration(a::TOKEN_EXPIRATION) {
+        None => a::DEFAULT_TOKEN_EXPIRATION_SECS,
+        Some(d) => {
+            let secs = d.as_secs();
+            if !(MIN_TOKEN_EXPIRATION_SECS..=MAX_TOKEN_EXPIRATION_SECS).contains(&secs) {
+                p.err(
+                    a::TOKEN_EXPIRATION,
+                    format!(
+                        "the API server accepts {MIN_TOKEN_EXPIRATION_SECS}s (10m) to {MAX_TOKEN_EXPIRATION_SECS}s"
+                    ),
+                );
+            }
+            secs
+        }
+    };
+    if source != Source::WebIdentity {
+        for ann in [a::TOKEN_AUDIENCE, a::TOKEN_EXPIRATION] {
+            if p.raw(ann).is_some() {
+                warnings.push(format!("{ann} is ignored with {}={source}", a::SOURCE));
+            }
+        }
+    }
+
+    let delivery = match p.raw(a::DELIVERY) {
+        None => Delivery::File,
+        Some(raw) => match raw.parse::<Delivery>() {
+            Ok(Delivery::File) => Delivery::File,
+            Ok(other) => {
+                p.err(
+                    a::DELIVERY,
+                    format!("{other:?} is not supported by this version yet; accepted: file"),
+                );
+                other
+            }
+            Err(e) => {
+                p.err(a::DELIVERY, e);
+                Delivery::File
+            }
+        },
+    };
+
+    if !p.errors.is_empty() {
+        return Err(p.errors);
+    }
+    Ok(Decision::Inject(Box::new(InjectionSpec {
+        source,
+        role_arn,
+        chain_role_arns,
+        secret,
+        session_duration,
+        session_name,
+        external_id,
+        source_identity,
+        policy_arns,
+        session_tags,
+        transitive_tag_keys,
+        session_tags_policy,
+        region,
+        sts_endpoint,
+        refresh_before,
+        profile,
+        containers,
+        skip_containers,
+        token_audience,
+        token_expiration_secs,
+        delivery,
+        warnings,
+    })))
+}
+
+/// The annotation a sidecar flag comes from, for reporting
+/// [`SidecarConfig::validate`]'s errors to a pod's author.
+pub fn annotation_for_flag(flag: &str) -> Option<&'static str> {
+    Some(match flag {
+        "source" => a::SOURCE,
+        "role-arn" => a::ROLE_ARN,
+        "chain-role-arn" => a::CHAIN_ROLE_ARNS,
+        "token-file" => a::TOKEN_AUDIENCE,
+        "access-key-id-file" | "secret-access-key-file" => a::SECRET_NAME,
+        "session-duration" => a::SESSION_DURATION,
+        "session-name" => a::SESSION_NAME,
+        "external-id" => a::EXTERNAL_ID,
+        "source-identity" => a::SOURCE_IDENTITY,
+        "policy-arn" => a::POLICY_ARNS,
+        "session-tag" => a::SESSION_TAGS,
+        "transitive-tag-key" => a::TRANSITIVE_TAG_KEYS,
+        "region" => a::REGION,
+        "sts-endpoint" => a::STS_ENDPOINT,
+        "refresh-before" => a::REFRESH_BEFORE,
+        "profile" => a::PROFILE,
+        _ => return None,
+    })
+}
+
+/// Rewrites `--flag` mentions in a sidecar message into annotation names.
+fn flags_to_annotations(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("--") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '-'))
+            .unwrap_or(after.len());
+        let flag = &after[..len];
+        match annotation_for_flag(flag) {
+            Some(ann) => out.push_str(ann),
+            None => {
+                out.push_str("--");
+                out.push_str(flag);
+            }
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl InjectionSpec {
+    /// The sidecar configuration this spec asks for, with the cluster's
+    /// defaults and the mount paths the webhook uses. The pod name is left
+    /// out: the sidecar reads it from `TEMPCREDS_POD_NAME` (downward API),
+    /// since a pod created with `generateName` has none at admission.
+    pub fn sidecar_config(&self, defaults: &ClusterDefaults) -> SidecarConfig {
+        let mut c = SidecarConfig::new(self.source);
+        c.role_arn = self.role_arn.clone();
+        c.chain_role_arns = self.chain_role_arns.clone();
+        match self.source {
+            Source::WebIdentity => {
+                c.token_file = Some(PathBuf::from(paths::TOKEN_DIR).join(paths::TOKEN_FILE));
+            }
+            Source::Secret => {
+                let dir = PathBuf::from(paths::SECRET_DIR);
+                c.access_key_id_file = Some(dir.join(paths::ACCESS_KEY_ID_FILE));
+                c.secret_access_key_file = Some(dir.join(paths::SECRET_ACCESS_KEY_FILE));
+            }
+            Source::Ambient => {}
+        }
+        c.session_duration = self.session_duration;
+        c.session_name = self.session_name.clone();
+        c.external_id = self.external_id.clone();
+        c.source_identity = self.source_identity.clone();
+        c.policy_arns = self.policy_arns.clone();
+        c.session_tags = self.session_tags.clone();
+        c.transitive_tag_keys = self.transitive_tag_keys.clone();
+        c.region = self.region.clone().or_else(|| defaults.region.clone());
+        c.sts_endpoint = self
+            .sts_endpoint
+            .clone()
+            .or_else(|| defaults.sts_endpoint.clone());
+        c.profile = self.profile.clone();
+        c.refresh_before = self.refresh_before;
+        c.health_addr = SocketAddr::from(([0, 0, 0, 0], defaults.health_port));
+        c
+    }
+
+    /// Runs the sidecar's own validation on `config` (from
+    /// [`InjectionSpec::sidecar_config`]) and reports its errors under the
+    /// annotations the user wrote. Returns the warnings (the spec's own and
+    /// the sidecar's) when the configuration is accepted.
+    pub fn check(
+        &self,
+        config: &SidecarConfig,
+        pod: &Annotations,
+        sa: &Annotations,
+    ) -> Result<Vec<String>, Vec<AnnotationError>> {
+        let merged = Merged { pod, sa };
+        match config.validate() {
+            Ok(sidecar_warnings) => {
+                let mut warnings = self.warnings.clone();
+                warnings.extend(sidecar_warnings.iter().map(|w| flags_to_annotations(w)));
+                Ok(warnings)
+            }
+            Err(errors) => Err(errors
+                .iter()
+                .map(|e| config_error_to_annotation(e, &merged))
+                .collect()),
+        }
+    }
+}
+
+fn config_error_to_annotation(e: &ConfigError, merged: &Merged<'_>) -> AnnotationError {
+    let annotation = annotation_for_flag(e.flag).unwrap_or(a::INJECT);
+    let (value, origin) = match merged.get(annotation) {
+        Some((v, o)) => (Some(v.to_owned()), o),
+        None => (None, Origin::Pod),
+    };
+    let mut message = flags_to_annotations(&e.message);
+    if annotation_for_flag(e.flag).is_none() {
+        message = format!("sidecar option --{}: {message}", e.flag);
+    }
+    AnnotationError {
+        annotation,
+        value,
+        origin,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> Annotations {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/app";
+
+    fn spec(pod: &[(&str, &str)], sa: &[(&str, &str)]) -> InjectionSpec {
+        match resolve(&ann(pod), &ann(sa)) {
+            Ok(Decision::Inject(s)) => *s,
+            other => panic!("not injected: {other:?}"),
+        }
+    }
+
+    fn errors(pod: &[(&str, &str)], sa: &[(&str, &str)]) -> Vec<String> {
+        match resolve(&ann(pod), &ann(sa)) {
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn opt_in_and_out() {
+        let none = ann(&[]);
+        assert_eq!(resolve(&none, &none), Ok(Decision::NotRequested));
+        assert_eq!(
+            resolve(&ann(&[(a::REGION, "eu-west-1")]), &none),
+            Ok(Decision::NotRequested)
+        );
+        assert_eq!(
+            resolve(&ann(&[(a::INJECT, "false")]), &ann(&[(a::ROLE_ARN, ROLE)])),
+            Ok(Decision::OptedOut)
+        );
+        let s = spec(&[], &[(a::ROLE_ARN, ROLE)]);
+        assert_eq!(s.source, Source::WebIdentity);
+        let s = spec(&[(a::INJECT, "true"), (a::SECRET_NAME, "keys")], &[]);
+        assert_eq!(s.source, Source::Secret);
+        assert!(s.role_arn.is_none());
+        assert_eq!(s.secret.unwrap().access_key_id_key, "aws_access_key_id");
+    }
+
+    #[test]
+    fn pod_wins_over_service_account() {
+        let s = spec(
+            &[(a::REGION, "eu-west-1")],
+            &[(a::ROLE_ARN, ROLE), (a::REGION, "us-east-1"), (a::PROFILE, "x")],
+        );
+        assert_eq!(s.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s.profile, "x");
+    }
+
+    #[test]
+    fn errors_name_annotation_value_origin_and_what_is_accepted() {
+        let e = errors(&[(a::SESSION_DURATION, "10x")], &[(a::ROLE_ARN, "nope")]);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("tempcreds.io/role-arn=\"nope\" (from the ServiceAccount)"));
+        assert!(e[0].contains("arn:aws:iam::123456789012:role/NAME"));
+        assert!(e[1].contains("tempcreds.io/session-duration=\"10x\": "));
+        assert!(e[1].contains("15m"));
+        let e = errors(&[(a::INJECT, "yes"), (a::ROLE_ARN, ROLE)], &[]);
+        assert!(e[0].contains("\"true\" or \"false\""), "{e:?}");
+        let e = errors(&[(a::INJECT, "true")], &[]);
+        assert!(e[0].contains("tempcreds.io/role-arn: is required"), "{e:?}");
+        let e = errors(&[(a::ROLE_ARN, ROLE), (a::SOURCE, "secret")], &[]);
+        assert!(e[0].contains("tempcreds.io/secret-name: is required"), "{e:?}");
+        let e = errors(&[(a::ROLE_ARN, ROLE), (a::DELIVERY, "endpoint")], &[]);
+        assert!(e[0].contains("accepted: file"), "{e:?}");
+        let e = errors(&[(a::ROLE_ARN, ROLE), (a::SESSION_TAGS_POLICY, "simple")], &[]);
+        assert!(e[0].contains("not supported"), "{e:?}");
+        let e = errors(&[(a::ROLE_ARN, ROLE), (a::TOKEN_EXPIRATION, "60")], &[]);
+        assert!(e[0].contains("600s"), "{e:?}");
+        let e = errors(&[(a::ROLE_ARN, ROLE), (a::CONTAINERS, "App")], &[]);
+        assert!(e[0].contains("\"App\" is not a container name"), "{e:?}");
+    }
+
+    #[test]
+    fn lists_and_tags_are_parsed() {
+        let s = spec(
+            &[
+                (a::ROLE_ARN, ROLE),
+                (a::SOURCE, "ambient"),
+                (a::SESSION_TAGS, "team=pay, env=prod"),
+                (a::TRANSITIVE_TAG_KEYS, "team"),
+                (a::CONTAINERS, "app, worker,"),
+                (a::POLICY_ARNS, "arn:aws:iam::aws:policy/ReadOnlyAccess"),
+            ],
+            &[],
+        );
+        assert_eq!(s.session_tags_policy, SessionTagsPolicy::Custom);
+        assert_eq!(s.session_tags.len(), 2);
+        assert_eq!(s.containers, Some(vec!["app".into(), "worker".into()]));
+        assert_eq!(s.policy_arns.len(), 1);
+        let s = spec(
+            &[
+                (a::ROLE_ARN, ROLE),
+                (a::SESSION_TAGS, "a=b"),
+                (a::SESSION_TAGS_POLICY, "none"),
+            ],
+            &[],
+        );
+        assert!(s.session_tags.is_empty());
+        assert_eq!(s.warnings.len(), 1);
+    }
+
+    #[test]
+    fn sidecar_errors_are_reported_under_the_annotation() {
+        let pod = ann(&[
+            (a::ROLE_ARN, ROLE),
+            (a::SESSION_DURATION, "20h"),
+            (a::EXTERNAL_ID, "abc"),
+        ]);
+        let none = ann(&[]);
+        let Ok(Decision::Inject(s)) = resolve(&pod, &none) else {
+            panic!()
+        };
+        let config = s.sidecar_config(&ClusterDefaults::default());
+        let errs: Vec<String> = s
+            .check(&config, &pod, &none)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            errs.iter().any(|e| e.starts_with("annotation tempcreds.io/external-id=\"abc\": ")
+                && e.contains("tempcreds.io/chain-role-arns")
+                && !e.contains("--")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("annotation tempcreds.io/session-duration=\"20h\"")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn sidecar_config_uses_cluster_defaults_and_paths() {
+        let s = spec(&[(a::ROLE_ARN, ROLE)], &[]);
+        let d = ClusterDefaults {
+            region: Some("eu-west-1".into()),
+            sts_endpoint: None,
+            health_port: 9000,
+        };
+        let c = s.sidecar_config(&d);
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            c.token_file.as_deref(),
+            Some(std::path::Path::new("/var/run/secrets/tempcreds/serviceaccount/token"))
+        );
+        assert_eq!(c.health_addr.port(), 9000);
+        assert_eq!(s.check(&c, &ann(&[(a::ROLE_ARN, ROLE)]), &ann(&[])), Ok(vec![]));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(keys in proptest::collection::vec(0..a::USER_ANNOTATIONS.len(), 0..8),
+                        values in proptest::collection::vec("\\PC{0,20}", 8),
+                        inject in proptest::bool::ANY) {
+            let mut pod = Annotations::new();
+            if inject { pod.insert(a::ROLE_ARN.into(), ROLE.into()); }
+            for (k, v) in keys.iter().zip(values.iter()) {
+                pod.insert(a::USER_ANNOTATIONS[*k].to_owned(), v.clone());
+            }
+            if let Ok(Decision::Inject(s)) = resolve(&pod, &Annotations::new()) {
+                let c = s.sidecar_config(&ClusterDefaults::default());
+                let _ = s.check(&c, &pod, &Annotations::new());
+            }
+        }
+    }
+}
