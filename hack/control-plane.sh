@@ -65,8 +65,8 @@ gen_certs() {
 }
 
 start() {
-  local etcd_bin="${TEMPCREDS_ETCD_BIN:-${TEMPCREDS_CACHE}/bin/etcd-${PIN_ETCD}}"
-  local kas_bin="${TEMPCREDS_CACHE}/bin/kube-apiserver-${PIN_KUBE}"
+  local etcd_bin="${TEMPCREDS_ETCD_BIN:-${ETCD_BIN_PATH}}"
+  local kas_bin="${KUBE_APISERVER_BIN}"
   [[ -x "$etcd_bin" ]] || die "etcd ${PIN_ETCD} is not built; run hack/install-tools.sh"
   [[ -x "$kas_bin" ]] || die "kube-apiserver ${PIN_KUBE} is not built; run hack/install-tools.sh"
   mkdir -p "$dir"

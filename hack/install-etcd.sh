@@ -14,7 +14,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 version="${PIN_ETCD}"
-out="${TEMPCREDS_CACHE}/bin/etcd-${version}"
+out="${ETCD_BIN_PATH}"
 if [[ -x "$out" ]]; then
   say "etcd ${version} already built: $out"
   exit 0

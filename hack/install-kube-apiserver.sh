@@ -12,7 +12,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 version="${PIN_KUBE}"
-out="${TEMPCREDS_CACHE}/bin/kube-apiserver-${version}"
+out="${KUBE_APISERVER_BIN}"
 if [[ -x "$out" ]]; then
   say "kube-apiserver ${version} already built: $out"
   exit 0
@@ -52,7 +52,15 @@ say "resolving dependencies (go mod tidy)"
 
 say "building kube-apiserver ${version} with CGO_ENABLED=0 (several minutes cold)"
 start=$(date +%s)
-(cd "$build_dir" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' \
+# Stamp the version the way Kubernetes' own build does (hack/lib/version.sh):
+# clients such as helm check the server's version against charts' kubeVersion.
+minor="${version#v1.}"; minor="${minor%%.*}"
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X ${pkg}.gitVersion=${version} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
+  ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
+done
+(cd "$build_dir" && CGO_ENABLED=0 go build -trimpath -ldflags="$ldflags" \
    -o "${out}.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
 mv "${out}.tmp" "$out"
 say "built $out in $(( $(date +%s) - start ))s"

@@ -15,6 +15,12 @@ export PIN_KUBE PIN_ETCD PIN_KUBECTL_LAYER
 
 mkdir -p "${TEMPCREDS_CACHE}/bin"
 
+# Where the built binaries are cached. The kube-apiserver suffix names the
+# build recipe: bump it when the build flags change, so binaries built the
+# old way are not reused.
+KUBE_APISERVER_BIN="${TEMPCREDS_CACHE}/bin/kube-apiserver-${PIN_KUBE}-b2"
+ETCD_BIN_PATH="${TEMPCREDS_CACHE}/bin/etcd-${PIN_ETCD}"
+
 say() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not on PATH"; }

@@ -1,0 +1,313 @@
+//! The Helm chart and the plain manifests: lint, schema, rendering, and a real
+//! install, upgrade and uninstall against the local kube-apiserver.
+//!
+//! There is no kubelet in the test control plane, so the webhook pods never
+//! run here; what is checked is that every object is valid and accepted by a
+//! real API server, and that Helm leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempcreds_tests::{ControlPlane, tool, unique_suffix};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chart() -> PathBuf {
+    root().join("charts/tempcreds")
+}
+
+fn helm(args: &[&str], kubeconfig: Option<&Path>) -> Output {
+    let mut cmd = Command::new(tool("helm"));
+    if let Some(k) = kubeconfig {
+        cmd.arg("--kubeconfig").arg(k);
+    }
+    // Keep helm's own cache and config out of the user's home.
+    let home = std::env::temp_dir().join("tempcreds-helm-home");
+    cmd.env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .args(args)
+        .output()
+        .expect("run helm")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn template(sets: &[&str]) -> String {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "tempcreds",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "tempcreds",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    ok(helm(&args, None), &format!("helm template {sets:?}"))
+}
+
+/// Kinds in a rendered stream, in order.
+fn kinds(yaml: &str) -> Vec<String> {
+    yaml.lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn lints_strictly_in_every_certificate_mode() {
+    let chart = chart();
+    for mode in ["self-managed", "cert-manager"] {
+        let set = format!("certificates.mode={mode}");
+        ok(
+            helm(
+                &["lint", "--strict", chart.to_str().unwrap(), "--set", &set],
+                None,
+            ),
+            &format!("helm lint --strict ({mode})"),
+        );
+    }
+}
+
+#[test]
+fn default_render_has_the_secure_defaults() {
+    let out = template(&[]);
+    assert_eq!(
+        kinds(&out),
+        [
+            "PodDisruptionBudget",
+            "ServiceAccount",
+            "Secret",
+            "ConfigMap",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+            "MutatingWebhookConfiguration"
+        ]
+    );
+    assert!(out.contains("failurePolicy: Fail"));
+    assert!(out.contains("sideEffects: None"));
+    assert!(out.contains("reinvocationPolicy: IfNeeded"));
+    assert!(out.contains("tempcreds.io/injection: enabled"));
+    assert!(out.contains(r#"values: ["kube-system", "tempcreds"]"#));
+    assert!(out.contains("replicas: 2"));
+    assert!(out.contains("readOnlyRootFilesystem: true"));
+    assert!(
+        !out.contains("caBundle:"),
+        "caBundle is managed at run time"
+    );
+}
+
+#[test]
+fn cert_manager_mode_uses_a_certificate_and_ca_injection() {
+    let out = template(&["certificates.mode=cert-manager"]);
+    let k = kinds(&out);
+    assert!(k.contains(&"Certificate".to_owned()) && k.contains(&"Issuer".to_owned()));
+    assert!(
+        !k.contains(&"Role".to_owned()),
+        "no Secret access needed: {k:?}"
+    );
+    assert!(out.contains("cert-manager.io/inject-ca-from: tempcreds/tempcreds"));
+    assert!(out.contains("- tempcreds.tempcreds.svc"));
+    assert!(out.contains("--tls-cert-file=/etc/tempcreds/tls/tls.crt"));
+
+    let custom = template(&[
+        "certificates.mode=cert-manager",
+        "certificates.certManager.issuerRef.name=corp-ca",
+        "certificates.certManager.issuerRef.kind=ClusterIssuer",
+    ]);
+    assert!(!kinds(&custom).contains(&"Issuer".to_owned()));
+    assert!(custom.contains("kind: ClusterIssuer") && custom.contains("name: corp-ca"));
+}
+
+#[test]
+fn bad_values_fail_with_the_schema_message() {
+    let chart = chart();
+    let cases = [
+        ("replicaCount=-1", "/replicaCount"),
+        ("webhook.failurePolicy=Sometimes", "'Fail', 'Ignore'"),
+        ("image.repository=", "/image/repository"),
+        ("sidecar.image.repository=", "/sidecar/image/repository"),
+        ("webhook.timeoutSeconds=60", "/webhook/timeoutSeconds"),
+        ("certificates.mode=vault", "'self-managed', 'cert-manager'"),
+        ("replicaCount=two", "/replicaCount"),
+    ];
+    for (set, needle) in cases {
+        let out = helm(
+            &["template", "t", chart.to_str().unwrap(), "--set", set],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set} was accepted");
+        assert!(err.contains(needle), "{set}: {err}");
+    }
+}
+
+#[test]
+fn plain_manifests_match_the_chart() {
+    let rendered = Command::new(root().join("hack/render-manifests.sh"))
+        .arg("--stdout")
+        .output()
+        .expect("render manifests");
+    let rendered = ok(rendered, "hack/render-manifests.sh --stdout");
+    let committed = std::fs::read_to_string(root().join("manifests/tempcreds.yaml"))
+        .expect("manifests/tempcreds.yaml");
+    assert!(
+        rendered == committed,
+        "manifests/tempcreds.yaml is out of date with charts/tempcreds; run hack/render-manifests.sh"
+    );
+}
+
+/// Every object of the plain manifests is accepted by the real API server
+/// (server-side dry run with strict field validation).
+#[test]
+fn plain_manifests_are_accepted_by_the_api_server() {
+    let cp = ControlPlane::from_env();
+    let manifests = std::fs::read_to_string(root().join("manifests/tempcreds.yaml")).unwrap();
+    // Create the namespace for real first: a dry-run namespace does not exist
+    // for the namespaced objects after it.
+    cp.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(manifests.split("---").nth(1).unwrap()),
+    )
+    .unwrap();
+    let out = cp
+        .kubectl_stdin(
+            &["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+            Some(&manifests),
+        )
+        .unwrap();
+    assert_eq!(
+        out.matches("(server dry run)").count(),
+        kinds(&manifests).len(),
+        "{out}"
+    );
+}
+
+#[test]
+fn installs_upgrades_and_uninstalls_cleanly_on_a_real_api_server() {
+    let cp = ControlPlane::from_env();
+    let kc = cp.kubeconfig.clone();
+    let suffix = unique_suffix();
+    let ns = format!("tempcreds-chart-{suffix}");
+    let release = format!("tc{suffix}");
+    let chart = chart();
+    // Scope the webhook to a label no other test uses: it has no running
+    // pods here and fails closed.
+    let selector = format!("webhook.namespaceSelector.matchLabels.chart-test={suffix}");
+    ok(
+        helm(
+            &[
+                "install",
+                &release,
+                chart.to_str().unwrap(),
+                "--namespace",
+                &ns,
+                "--create-namespace",
+                "--set",
+                &selector,
+            ],
+            Some(&kc),
+        ),
+        "helm install",
+    );
+    let name = format!("{release}-tempcreds");
+    let mwc = cp
+        .kubectl(&["get", "mutatingwebhookconfiguration", &name, "-o", "json"])
+        .unwrap();
+    let mwc: serde_json::Value = serde_json::from_str(&mwc).unwrap();
+    let hook = &mwc["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Fail");
+    assert_eq!(hook["clientConfig"]["service"]["namespace"], ns.as_str());
+    assert_eq!(
+        hook["namespaceSelector"]["matchLabels"]["chart-test"],
+        suffix.as_str()
+    );
+    let deploy = cp
+        .kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "deployment",
+            &name,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .unwrap();
+    assert_eq!(deploy, "2");
+
+    ok(
+        helm(
+            &[
+                "upgrade",
+                &release,
+                chart.to_str().unwrap(),
+                "--namespace",
+                &ns,
+                "--set",
+                &selector,
+                "--set",
+                "replicaCount=3",
+            ],
+            Some(&kc),
+        ),
+        "helm upgrade",
+    );
+    let deploy = cp
+        .kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "deployment",
+            &name,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .unwrap();
+    assert_eq!(deploy, "3");
+
+    ok(
+        helm(
+            &["uninstall", &release, "--namespace", &ns, "--wait"],
+            Some(&kc),
+        ),
+        "helm uninstall",
+    );
+    let label = format!("app.kubernetes.io/instance={release}");
+    for kinds in [
+        "deployments,services,serviceaccounts,configmaps,roles,rolebindings,poddisruptionbudgets,secrets",
+    ] {
+        let left = cp
+            .kubectl(&["-n", &ns, "get", kinds, "-l", &label, "-o", "name"])
+            .unwrap();
+        assert_eq!(left.trim(), "", "left behind in {ns}");
+    }
+    let left = cp
+        .kubectl(&[
+            "get",
+            "clusterroles,clusterrolebindings,mutatingwebhookconfigurations",
+            "-l",
+            &label,
+            "-o",
+            "name",
+        ])
+        .unwrap();
+    assert_eq!(left.trim(), "", "cluster-scoped objects left behind");
+    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
+        .unwrap();
+}
