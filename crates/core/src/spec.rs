@@ -541,7 +541,10 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
     if token_audience.is_empty() {
         p.err(
             a::TOKEN_AUDIENCE,
-            format!("is empty; the usual audience is {}", a::DEFAULT_TOKEN_AUDIENCE),
+            format!(
+                "is empty; the usual audience is {}",
+                a::DEFAULT_TOKEN_AUDIENCE
+            ),
         );
     }
     let token_expiration_secs = match p.duration(a::TOKEN_EXPIRATION) {
@@ -574,7 +577,7 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
             Ok(other) => {
                 p.err(
                     a::DELIVERY,
-                    format!("{other:?} is not supported by this version yet; accepted: file"),
+                    format!("\"{other}\" is not supported by this version yet; accepted: file"),
                 );
                 other
             }
@@ -795,7 +798,11 @@ mod tests {
     fn pod_wins_over_service_account() {
         let s = spec(
             &[(a::REGION, "eu-west-1")],
-            &[(a::ROLE_ARN, ROLE), (a::REGION, "us-east-1"), (a::PROFILE, "x")],
+            &[
+                (a::ROLE_ARN, ROLE),
+                (a::REGION, "us-east-1"),
+                (a::PROFILE, "x"),
+            ],
         );
         assert_eq!(s.region.as_deref(), Some("eu-west-1"));
         assert_eq!(s.profile, "x");
@@ -814,10 +821,16 @@ mod tests {
         let e = errors(&[(a::INJECT, "true")], &[]);
         assert!(e[0].contains("tempcreds.io/role-arn: is required"), "{e:?}");
         let e = errors(&[(a::ROLE_ARN, ROLE), (a::SOURCE, "secret")], &[]);
-        assert!(e[0].contains("tempcreds.io/secret-name: is required"), "{e:?}");
+        assert!(
+            e[0].contains("tempcreds.io/secret-name: is required"),
+            "{e:?}"
+        );
         let e = errors(&[(a::ROLE_ARN, ROLE), (a::DELIVERY, "endpoint")], &[]);
         assert!(e[0].contains("accepted: file"), "{e:?}");
-        let e = errors(&[(a::ROLE_ARN, ROLE), (a::SESSION_TAGS_POLICY, "simple")], &[]);
+        let e = errors(
+            &[(a::ROLE_ARN, ROLE), (a::SESSION_TAGS_POLICY, "simple")],
+            &[],
+        );
         assert!(e[0].contains("not supported"), "{e:?}");
         let e = errors(&[(a::ROLE_ARN, ROLE), (a::TOKEN_EXPIRATION, "60")], &[]);
         assert!(e[0].contains("600s"), "{e:?}");
@@ -873,13 +886,16 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert!(
-            errs.iter().any(|e| e.starts_with("annotation tempcreds.io/external-id=\"abc\": ")
-                && e.contains("tempcreds.io/chain-role-arns")
-                && !e.contains("--")),
+            errs.iter().any(
+                |e| e.starts_with("annotation tempcreds.io/external-id=\"abc\": ")
+                    && e.contains("tempcreds.io/chain-role-arns")
+                    && !e.contains("--")
+            ),
             "{errs:?}"
         );
         assert!(
-            errs.iter().any(|e| e.starts_with("annotation tempcreds.io/session-duration=\"20h\"")),
+            errs.iter()
+                .any(|e| e.starts_with("annotation tempcreds.io/session-duration=\"20h\"")),
             "{errs:?}"
         );
     }
@@ -896,10 +912,15 @@ mod tests {
         assert_eq!(c.region.as_deref(), Some("eu-west-1"));
         assert_eq!(
             c.token_file.as_deref(),
-            Some(std::path::Path::new("/var/run/secrets/tempcreds/serviceaccount/token"))
+            Some(std::path::Path::new(
+                "/var/run/secrets/tempcreds/serviceaccount/token"
+            ))
         );
         assert_eq!(c.health_addr.port(), 9000);
-        assert_eq!(s.check(&c, &ann(&[(a::ROLE_ARN, ROLE)]), &ann(&[])), Ok(vec![]));
+        assert_eq!(
+            s.check(&c, &ann(&[(a::ROLE_ARN, ROLE)]), &ann(&[])),
+            Ok(vec![])
+        );
     }
 
     proptest! {

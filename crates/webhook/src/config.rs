@@ -1,0 +1,364 @@
+//! The cluster operator's configuration of the webhook (a YAML file, usually
+//! a ConfigMap): the sidecar image and resources, native or classic sidecar,
+//! cluster-wide defaults. Only this file chooses images and resources; no pod
+//! annotation can.
+//!
+//! Unknown fields are refused, and [`ClusterConfig::from_yaml`] reports every
+//! problem naming its field, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use tempcreds_core::paths;
+use tempcreds_core::spec::ClusterDefaults;
+
+/// The default `sizeLimit` of the shared in-memory volume.
+pub const DEFAULT_VOLUME_SIZE_LIMIT: &str = "1Mi";
+
+/// The webhook's cluster configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The injected sidecar.
+    pub sidecar: SidecarSettings,
+    /// Region used when neither the pod nor its ServiceAccount names one; it
+    /// also sets `AWS_REGION`/`AWS_DEFAULT_REGION` in app containers.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// STS endpoint used when neither the pod nor its ServiceAccount names one.
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
+    /// `sizeLimit` of the memory-backed volume holding the credentials.
+    #[serde(default = "default_volume_size_limit")]
+    pub volume_size_limit: Quantity,
+}
+
+/// How the sidecar is injected.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarSettings {
+    /// The sidecar image (required).
+    pub image: String,
+    /// `Always`, `IfNotPresent` or `Never`.
+    #[serde(default = "default_pull_policy")]
+    pub image_pull_policy: String,
+    /// Inject as a native sidecar (init container with `restartPolicy:
+    /// Always`, Kubernetes 1.29+); `false`: a regular container.
+    #[serde(default = "default_true")]
+    pub native_sidecar: bool,
+    /// Port of the sidecar's `/healthz` and `/readyz`.
+    #[serde(default = "default_health_port")]
+    pub health_port: u16,
+    /// Resource requests and limits of the sidecar.
+    #[serde(default = "default_resources")]
+    pub resources: Resources,
+    /// User ID the sidecar runs as (non-root).
+    #[serde(default = "default_run_as_user")]
+    pub run_as_user: i64,
+}
+
+/// Resource requests and limits (`cpu`, `memory`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// Requests by resource name.
+    #[serde(default)]
+    pub requests: BTreeMap<String, Quantity>,
+    /// Limits by resource name.
+    #[serde(default)]
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+/// A Kubernetes resource quantity (`5m`, `16Mi`, `1`), written as a string
+/// or a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quantity(pub String);
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            U(u64),
+            F(f64),
+        }
+        Ok(Quantity(match Raw::deserialize(d)? {
+            Raw::S(s) => s,
+            Raw::U(n) => n.to_string(),
+            Raw::F(n) => n.to_string(),
+        }))
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Quantity {
+    /// Whether this is a quantity the API server accepts: a decimal number
+    /// with an optional binary (`Ki`..`Ei`), decimal (`n`, `u`, `m`, `k`, `M`,
+    /// `G`, `T`, `P`, `E`) or exponent suffix.
+    pub fn is_valid(&self) -> bool {
+        let s = self.0.as_str();
+        let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+        let num_len = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (num, suffix) = s.split_at(num_len);
+        let num_ok = !num.is_empty()
+            && num != "."
+            && num.matches('.').count() <= 1
+            && num.bytes().any(|b| b.is_ascii_digit());
+        let suffix_ok = matches!(
+            suffix,
+            "" | "Ki"
+                | "Mi"
+                | "Gi"
+                | "Ti"
+                | "Pi"
+                | "Ei"
+                | "n"
+                | "u"
+                | "m"
+                | "k"
+                | "M"
+                | "G"
+                | "T"
+                | "P"
+                | "E"
+        ) || suffix
+            .strip_prefix(['e', 'E'])
+            .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+            .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()));
+        num_ok && suffix_ok
+    }
+}
+
+fn default_volume_size_limit() -> Quantity {
+    Quantity(DEFAULT_VOLUME_SIZE_LIMIT.to_owned())
+}
+fn default_pull_policy() -> String {
+    "IfNotPresent".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_health_port() -> u16 {
+    paths::DEFAULT_HEALTH_PORT
+}
+fn default_run_as_user() -> i64 {
+    65532
+}
+fn default_resources() -> Resources {
+    let q = |s: &str| Quantity(s.to_owned());
+    Resources {
+        requests: BTreeMap::from([("cpu".into(), q("5m")), ("memory".into(), q("16Mi"))]),
+        limits: BTreeMap::from([("memory".into(), q("32Mi"))]),
+    }
+}
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not match the schema (unknown field, wrong type).
+    #[error("invalid config YAML")]
+    Parse(#[source] serde_yaml::Error),
+    /// Fields with invalid values, each named.
+    #[error("invalid config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl ClusterConfig {
+    /// A configuration with every default and the given sidecar image.
+    pub fn with_image(image: &str) -> ClusterConfig {
+        ClusterConfig {
+            sidecar: SidecarSettings {
+                image: image.to_owned(),
+                image_pull_policy: default_pull_policy(),
+                native_sidecar: true,
+                health_port: default_health_port(),
+                resources: default_resources(),
+                run_as_user: default_run_as_user(),
+            },
+            region: None,
+            sts_endpoint: None,
+            volume_size_limit: default_volume_size_limit(),
+        }
+    }
+
+    /// Parses and validates a YAML document.
+    pub fn from_yaml(text: &str) -> Result<ClusterConfig, ConfigError> {
+        let config: ClusterConfig = serde_yaml::from_str(text).map_err(ConfigError::Parse)?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a YAML file.
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        ClusterConfig::from_yaml(&text)
+    }
+
+    /// Every problem, each naming its field.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        let s = &self.sidecar;
+        if s.image.trim().is_empty() || s.image.chars().any(char::is_whitespace) {
+            errors.push(format!(
+                "sidecar.image: {:?} is not an image reference such as ghcr.io/tempcreds/tempcreds-sidecar:0.1.0",
+                s.image
+            ));
+        }
+        if !matches!(
+            s.image_pull_policy.as_str(),
+            "Always" | "IfNotPresent" | "Never"
+        ) {
+            errors.push(format!(
+                "sidecar.imagePullPolicy: {:?} is not accepted; accepted: Always, IfNotPresent, Never",
+                s.image_pull_policy
+            ));
+        }
+        if s.health_port == 0 {
+            errors.push("sidecar.healthPort: 0 is not a port; accepted: 1-65535".to_owned());
+        }
+        if s.run_as_user <= 0 {
+            errors.push(format!(
+                "sidecar.runAsUser: {} is not a non-root user ID; accepted: 1 or more (default 65532)",
+                s.run_as_user
+            ));
+        }
+        for (kind, map) in [
+            ("requests", &s.resources.requests),
+            ("limits", &s.resources.limits),
+        ] {
+            for (name, q) in map {
+                if !q.is_valid() {
+                    errors.push(format!(
+                        "sidecar.resources.{kind}.{name}: {:?} is not a quantity such as 5m, 16Mi or 1",
+                        q.0
+                    ));
+                }
+            }
+        }
+        if !self.volume_size_limit.is_valid() {
+            errors.push(format!(
+                "volumeSizeLimit: {:?} is not a quantity such as 1Mi",
+                self.volume_size_limit.0
+            ));
+        }
+        if let Some(region) = &self.region {
+            let ok = !region.is_empty()
+                && region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                errors.push(format!(
+                    "region: {region:?} is not a region name such as eu-west-1"
+                ));
+            }
+        }
+        if let Some(endpoint) = &self.sts_endpoint
+            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        {
+            errors.push(format!(
+                "stsEndpoint: {endpoint:?} is not a URL; expected https://HOST[:PORT]"
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The defaults the annotation parser applies.
+    pub fn defaults(&self) -> ClusterDefaults {
+        ClusterDefaults {
+            region: self.region.clone(),
+            sts_endpoint: self.sts_endpoint.clone(),
+            health_port: self.sidecar.health_port,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_charts_config_and_fills_defaults() {
+        let c = ClusterConfig::from_yaml(
+            r#"
+sidecar:
+  image: "ghcr.io/tempcreds/tempcreds-sidecar:0.1.0"
+  imagePullPolicy: IfNotPresent
+  nativeSidecar: true
+  healthPort: 8099
+  resources:
+    requests:
+      cpu: 5m
+      memory: 16Mi
+    limits:
+      memory: 32Mi
+      cpu: 1
+region: "eu-west-1"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.sidecar.resources.limits["cpu"], Quantity("1".into()));
+        assert_eq!(c.volume_size_limit.0, "1Mi");
+        assert_eq!(c.sidecar.run_as_user, 65532);
+        let minimal = ClusterConfig::from_yaml("sidecar: {image: x}").unwrap();
+        assert_eq!(minimal, ClusterConfig::with_image("x"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let e =
+            ClusterConfig::from_yaml("sidecar: {image: x, imagePulPolicy: Always}").unwrap_err();
+        let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        assert!(chain.contains("imagePulPolicy"), "{chain}");
+        let e = ClusterConfig::from_yaml(
+            "sidecar: {image: '', imagePullPolicy: Sometimes, resources: {requests: {memory: lots}}}\nvolumeSizeLimit: 1MB\nregion: EU\nstsEndpoint: sts.local",
+        )
+        .unwrap_err()
+        .to_string();
+        for field in [
+            "sidecar.image",
+            "sidecar.imagePullPolicy",
+            "sidecar.resources.requests.memory",
+            "volumeSizeLimit",
+            "region",
+            "stsEndpoint",
+        ] {
+            assert!(e.contains(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["1", "5m", "16Mi", "0.5", "1e3", "1.5Gi", "100k"] {
+            assert!(Quantity(ok.into()).is_valid(), "{ok}");
+        }
+        for bad in ["", "Mi", "1MB", "1.2.3", "lots", "1 Mi", "."] {
+            assert!(!Quantity(bad.into()).is_valid(), "{bad}");
+        }
+    }
+}

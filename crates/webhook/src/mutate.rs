@@ -1,0 +1,524 @@
+//! The mutation: a pure function of (pod, its namespace, its ServiceAccount's
+//! annotations, cluster config) returning "not for us", a JSON patch, or a
+//! denial with a message. No I/O: the HTTP handler, the `inject` command, the
+//! golden tests, the property tests and the benchmark all call [`mutate`].
+//!
+//! The pod is handled as JSON, not as a typed `Pod`: a typed round trip would
+//! drop fields this build does not know (newer API versions) and the patch
+//! would then remove them. The mutated copy is diffed against the original
+//! with `json_patch::diff`, which creates absent arrays and escapes `/` and
+//! `~` in keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+use tempcreds_core::annotations as a;
+use tempcreds_core::paths;
+use tempcreds_core::spec::{self, Annotations, Decision, InjectionSpec};
+use tempcreds_core::{SidecarConfig, Source};
+
+use crate::config::ClusterConfig;
+
+/// The result of [`mutate`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The pod did not opt in, opted out, or is already injected.
+    NotForUs,
+    /// Inject: the patch to apply and warnings for the requester.
+    Patch {
+        /// The JSON patch (RFC 6902) against the request's pod.
+        patch: json_patch::Patch,
+        /// Things that work but are probably not what was meant.
+        warnings: Vec<String>,
+    },
+    /// Refuse the pod; the message names the annotation and the fix.
+    Deny(String),
+}
+
+/// What the webhook knows about the pod besides the pod itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The pod's namespace (from the admission request).
+    pub namespace: &'a str,
+    /// The annotations of the pod's ServiceAccount (empty when unknown).
+    pub service_account_annotations: &'a Annotations,
+}
+
+/// Base name of the injected sidecar container.
+pub const SIDECAR_NAME: &str = "tempcreds";
+/// Base name of the shared in-memory volume.
+pub const CREDENTIALS_VOLUME: &str = "tempcreds-credentials";
+/// Base name of the projected service-account token volume.
+pub const TOKEN_VOLUME: &str = "tempcreds-token";
+/// Base name of the Secret volume with long-term keys.
+pub const SECRET_VOLUME: &str = "tempcreds-aws-keys";
+
+/// File mode of the token and key files: readable by the sidecar's
+/// non-root user. Only the sidecar mounts these volumes.
+const SOURCE_FILE_MODE: u32 = 0o444;
+/// Startup probe: every second, for at most five minutes.
+const STARTUP_PERIOD_SECONDS: u32 = 1;
+const STARTUP_FAILURE_THRESHOLD: u32 = 300;
+
+/// Environment variables that make SDKs ignore the credentials file.
+const COMPETING_ENV: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+];
+
+/// The pod's ServiceAccount name (`default` when unset).
+pub fn service_account_name(pod: &Value) -> &str {
+    let spec = &pod["spec"];
+    spec["serviceAccountName"]
+        .as_str()
+        .or_else(|| spec["serviceAccount"].as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
+/// The pod's `tempcreds.io/` annotations.
+pub fn tempcreds_annotations(pod: &Value) -> Annotations {
+    pod["metadata"]["annotations"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| k.starts_with(a::PREFIX))
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Names of the containers in `list` (`spec.containers`, ...).
+fn names<'a>(spec: &'a Value, list: &str) -> impl Iterator<Item = &'a str> {
+    spec[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+}
+
+/// Whether the pod was injected already: the marker names a container that
+/// is still there (a copied marker without the sidecar injects again).
+fn already_injected(pod: &Value) -> bool {
+    let Some(marker) = pod["metadata"]["annotations"][a::INJECTED].as_str() else {
+        return false;
+    };
+    let spec = &pod["spec"];
+    names(spec, "initContainers")
+        .chain(names(spec, "containers"))
+        .any(|n| n == marker)
+}
+
+/// `base`, or `base-2`, `base-3`, ... : the first not in `taken`.
+fn unique_name(base: &str, taken: &BTreeSet<&str>) -> String {
+    if !taken.contains(base) {
+        return base.to_owned();
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !taken.contains(n.as_str()))
+        .unwrap_or_else(|| base.to_owned())
+}
+
+/// Decides and builds the mutation of `pod`.
+pub fn mutate(pod: &Value, ctx: &Context<'_>, config: &ClusterConfig) -> Outcome {
+    if !pod.is_object() || already_injected(pod) {
+        return Outcome::NotForUs;
+    }
+    let pod_annotations = tempcreds_annotations(pod);
+    let sa = ctx.service_account_annotations;
+    let spec = match spec::resolve(&pod_annotations, sa) {
+        Ok(Decision::Inject(spec)) => spec,
+        Ok(Decision::NotRequested | Decision::OptedOut) => return Outcome::NotForUs,
+        Err(errors) => return deny(&errors),
+    };
+    let mut sidecar_config = spec.sidecar_config(&config.defaults());
+    let mut warnings = match spec.check(&sidecar_config, &pod_annotations, sa) {
+        Ok(w) => w,
+        Err(errors) => return deny(&errors),
+    };
+    match Plan::new(pod, &spec, config, &mut sidecar_config, &mut warnings) {
+        Ok(plan) => {
+            let mut mutated = pod.clone();
+            plan.apply(&mut mutated, &spec, &sidecar_config, config);
+            Outcome::Patch {
+                patch: json_patch::diff(pod, &mutated),
+                warnings,
+            }
+        }
+        Err(message) => Outcome::Deny(format!("tempcreds: {message}")),
+    }
+}
+
+fn deny(errors: &[spec::AnnotationError]) -> Outcome {
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    Outcome::Deny(format!("tempcreds: {}", messages.join("; ")))
+}
+
+/// Which containers get what, and the names of everything injected.
+struct Plan {
+    sidecar: String,
+    credentials_volume: String,
+    source_volume: Option<String>,
+    /// Selected containers in `spec.containers`, by index.
+    app: Vec<usize>,
+    /// Selected containers in `spec.initContainers`, by index (before the
+    /// sidecar is inserted).
+    init: Vec<usize>,
+    health_port: u16,
+}
+
+impl Plan {
+    fn new(
+        pod: &Value,
+        spec: &InjectionSpec,
+        config: &ClusterConfig,
+        sidecar_config: &mut SidecarConfig,
+        warnings: &mut Vec<String>,
+    ) -> Result<Plan, String> {
+        let pspec = &pod["spec"];
+        let native = config.sidecar.native_sidecar;
+        let all_names: BTreeSet<&str> = names(pspec, "containers")
+            .chain(names(pspec, "initContainers"))
+            .chain(names(pspec, "ephemeralContainers"))
+            .collect();
+        if let Some(listed) = &spec.containers {
+            for name in listed.iter().filter(|n| !all_names.contains(n.as_str())) {
+                warnings.push(format!(
+                    "{} names {name:?}, which is not a container of this pod",
+                    a::CONTAINERS
+                ));
+            }
+        }
+        let selected = |name: &str| {
+            spec.containers
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|n| n == name))
+                && !spec.skip_containers.iter().any(|n| n == name)
+        };
+        let pick = |list: &str| -> Vec<usize> {
+            pspec[list]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter(|(_, c)| c["name"].as_str().is_some_and(selected))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let app = pick("containers");
+        // Init containers run before a classic sidecar starts: they would
+        // find no credentials, so they get nothing.
+        let init = if native {
+            pick("initContainers")
+        } else {
+            Vec::new()
+        };
+        if app.is_empty() && init.is_empty() {
+            return Err(format!(
+                "annotations {} / {} select no container of this pod{}",
+                a::CONTAINERS,
+                a::SKIP_CONTAINERS,
+                if native {
+                    ""
+                } else {
+                    " (init containers run before a classic sidecar and are not eligible)"
+                }
+            ));
+        }
+        let output_dir = paths::OUTPUT_DIR;
+        for (list, indexes) in [("containers", &app), ("initContainers", &init)] {
+            for &i in indexes {
+                let c = &pspec[list][i];
+                let clash = c["volumeMounts"].as_array().into_iter().flatten().any(|m| {
+                    m["mountPath"].as_str().map(|p| p.trim_end_matches('/')) == Some(output_dir)
+                });
+                if clash {
+                    return Err(format!(
+                        "container {:?} already mounts a volume at {output_dir}, where tempcreds mounts the credentials; \
+                         remove that mount or list the container in {}",
+                        c["name"].as_str().unwrap_or_default(),
+                        a::SKIP_CONTAINERS
+                    ));
+                }
+            }
+        }
+
+        let sidecar = unique_name(SIDECAR_NAME, &all_names);
+        let volumes: BTreeSet<&str> = pspec["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        let credentials_volume = unique_name(CREDENTIALS_VOLUME, &volumes);
+        let source_volume = match spec.source {
+            Source::WebIdentity => Some(TOKEN_VOLUME),
+            Source::Secret => Some(SECRET_VOLUME),
+            Source::Ambient => None,
+        }
+        .map(|base| {
+            let mut taken = volumes.clone();
+            taken.insert(&credentials_volume);
+            unique_name(base, &taken)
+        });
+
+        // The pod's containers share one network namespace: move the health
+        // port off a port a container declares.
+        let declared: BTreeSet<i64> = ["containers", "initContainers"]
+            .iter()
+            .flat_map(|list| pspec[*list].as_array().into_iter().flatten())
+            .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+            .filter_map(|p| p["containerPort"].as_i64())
+            .collect();
+        let wanted = config.sidecar.health_port;
+        let health_port = (wanted..=u16::MAX)
+            .chain(1024..wanted)
+            .find(|p| !declared.contains(&i64::from(*p)))
+            .unwrap_or(wanted);
+        if health_port != wanted {
+            warnings.push(format!(
+                "a container declares port {wanted}, the tempcreds sidecar's health port; the sidecar uses {health_port}"
+            ));
+            sidecar_config.health_addr.set_port(health_port);
+        }
+
+        for list in ["containers", "initContainers"] {
+            for c in pspec[list].as_array().into_iter().flatten() {
+                let name = c["name"].as_str().unwrap_or_default();
+                if !selected(name) {
+                    continue;
+                }
+                let env: Vec<&str> = c["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e["name"].as_str())
+                    .collect();
+                if let Some(var) = COMPETING_ENV.iter().find(|v| env.contains(v)) {
+                    warnings.push(format!(
+                        "container {name:?} sets {var}, which AWS SDKs use before the tempcreds credentials file"
+                    ));
+                }
+            }
+        }
+
+        Ok(Plan {
+            sidecar,
+            credentials_volume,
+            source_volume,
+            app,
+            init,
+            health_port,
+        })
+    }
+
+    fn apply(
+        &self,
+        pod: &mut Value,
+        spec: &InjectionSpec,
+        sidecar_config: &SidecarConfig,
+        config: &ClusterConfig,
+    ) {
+        let Some(root) = pod.as_object_mut() else {
+            return;
+        };
+        let annotations = object_at(object_at(root, "metadata"), "annotations");
+        annotations.insert(a::INJECTED.to_owned(), Value::String(self.sidecar.clone()));
+
+        let pspec = object_at(root, "spec");
+        let app_env = app_env(spec, sidecar_config);
+        let app_mount = json!({
+            "name": self.credentials_volume,
+            "mountPath": paths::OUTPUT_DIR,
+            "readOnly": true,
+        });
+        for (list, indexes) in [("containers", &self.app), ("initContainers", &self.init)] {
+            let Some(containers) = pspec.get_mut(list).and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for &i in indexes {
+                if let Some(c) = containers.get_mut(i).and_then(Value::as_object_mut) {
+                    array_at(c, "volumeMounts").push(app_mount.clone());
+                    let env = array_at(c, "env");
+                    let has = |env: &[Value], name: &str| {
+                        env.iter().any(|e| e["name"].as_str() == Some(name))
+                    };
+                    // The two region variables go together: a container that
+                    // sets either keeps its own region.
+                    let own_region = has(env, "AWS_REGION") || has(env, "AWS_DEFAULT_REGION");
+                    for (name, value) in &app_env {
+                        let region = matches!(*name, "AWS_REGION" | "AWS_DEFAULT_REGION");
+                        let skip = has(env, name) || (region && own_region);
+                        if !skip {
+                            env.push(json!({"name": name, "value": value}));
+                        }
+                    }
+                }
+            }
+        }
+
+        let volumes = array_at(pspec, "volumes");
+        volumes.push(json!({
+            "name": self.credentials_volume,
+            "emptyDir": {"medium": "Memory", "sizeLimit": config.volume_size_limit.0},
+        }));
+        if let Some(name) = &self.source_volume {
+            match (&spec.source, &spec.secret) {
+                (Source::Secret, Some(secret)) => volumes.push(json!({
+                    "name": name,
+                    "secret": {
+                        "secretName": secret.name,
+                        "defaultMode": SOURCE_FILE_MODE,
+                        "items": [
+                            {"key": secret.access_key_id_key, "path": paths::ACCESS_KEY_ID_FILE},
+                            {"key": secret.secret_access_key_key, "path": paths::SECRET_ACCESS_KEY_FILE},
+                        ],
+                    },
+                })),
+                _ => volumes.push(json!({
+                    "name": name,
+                    "projected": {
+                        "defaultMode": SOURCE_FILE_MODE,
+                        "sources": [{"serviceAccountToken": {
+                            "audience": spec.token_audience,
+                            "expirationSeconds": spec.token_expiration_secs,
+                            "path": paths::TOKEN_FILE,
+                        }}],
+                    },
+                })),
+            }
+        }
+
+        let sidecar = self.sidecar_container(spec, sidecar_config, config);
+        if config.sidecar.native_sidecar {
+            array_at(pspec, "initContainers").insert(0, sidecar);
+        } else {
+            // Appended, so `kubectl logs/exec` keep defaulting to the app.
+            array_at(pspec, "containers").push(sidecar);
+        }
+    }
+
+    fn sidecar_container(
+        &self,
+        spec: &InjectionSpec,
+        sidecar_config: &SidecarConfig,
+        config: &ClusterConfig,
+    ) -> Value {
+        let s = &config.sidecar;
+        let mut args = vec!["run".to_owned()];
+        args.extend(sidecar_config.to_args());
+        let mut mounts =
+            vec![json!({"name": self.credentials_volume, "mountPath": paths::OUTPUT_DIR})];
+        if let Some(name) = &self.source_volume {
+            let dir = if spec.source == Source::Secret {
+                paths::SECRET_DIR
+            } else {
+                paths::TOKEN_DIR
+            };
+            mounts.push(json!({"name": name, "mountPath": dir, "readOnly": true}));
+        }
+        let probe = |path: &str, period: u32, failures: u32| {
+            json!({
+                "httpGet": {"path": path, "port": self.health_port},
+                "periodSeconds": period,
+                "timeoutSeconds": 1,
+                "failureThreshold": failures,
+            })
+        };
+        let mut resources = Map::new();
+        for (kind, map) in [
+            ("requests", &s.resources.requests),
+            ("limits", &s.resources.limits),
+        ] {
+            if !map.is_empty() {
+                let m: BTreeMap<&str, &str> = map
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.0.as_str()))
+                    .collect();
+                resources.insert(kind.to_owned(), json!(m));
+            }
+        }
+        let mut c = json!({
+            "name": self.sidecar,
+            "image": s.image,
+            "imagePullPolicy": s.image_pull_policy,
+            "args": args,
+            "env": [{
+                "name": "TEMPCREDS_POD_NAME",
+                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+            }],
+            "resources": resources,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": s.run_as_user,
+                "runAsGroup": s.run_as_user,
+                "readOnlyRootFilesystem": true,
+                "allowPrivilegeEscalation": false,
+                "privileged": false,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "volumeMounts": mounts,
+            "startupProbe": probe(paths::READYZ_PATH, STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
+            "readinessProbe": probe(paths::READYZ_PATH, 10, 3),
+            "livenessProbe": probe(paths::HEALTHZ_PATH, 10, 3),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        });
+        if s.native_sidecar
+            && let Some(obj) = c.as_object_mut()
+        {
+            obj.insert("restartPolicy".into(), json!("Always"));
+        }
+        c
+    }
+}
+
+/// The env app containers get (name, value), in order.
+fn app_env(spec: &InjectionSpec, sidecar_config: &SidecarConfig) -> Vec<(&'static str, String)> {
+    let mut env = vec![(
+        "AWS_SHARED_CREDENTIALS_FILE",
+        format!("{}/{}", paths::OUTPUT_DIR, paths::CREDENTIALS_FILE),
+    )];
+    if spec.profile != "default" {
+        env.push(("AWS_PROFILE", spec.profile.clone()));
+    }
+    if let Some(region) = &sidecar_config.region {
+        env.push(("AWS_REGION", region.clone()));
+        env.push(("AWS_DEFAULT_REGION", region.clone()));
+    }
+    env
+}
+
+/// The object at `key`, created (or replacing a non-object) when needed.
+fn object_at<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let slot = parent
+        .entry(key.to_owned())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !slot.is_object() {
+        *slot = Value::Object(Map::new());
+    }
+    match slot {
+        Value::Object(m) => m,
+        _ => unreachable!("just made an object"),
+    }
+}
+
+/// The array at `key`, created (or replacing a non-array, e.g. `null`) when needed.
+fn array_at<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
+    let slot = parent
+        .entry(key.to_owned())
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !slot.is_array() {
+        *slot = Value::Array(Vec::new());
+    }
+    match slot {
+        Value::Array(v) => v,
+        _ => unreachable!("just made an array"),
+    }
+}
