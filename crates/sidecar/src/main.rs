@@ -1,5 +1,25 @@
-//! `tempcreds-sidecar`: the credential sidecar.
+//! `tempcreds-sidecar`: the credential sidecar. See the library's docs.
 
-fn main() {
-    println!("tempcreds-sidecar {}", env!("CARGO_PKG_VERSION"));
+use std::process::ExitCode;
+
+use clap::Parser;
+use tempcreds_sidecar::cli::{Cli, Command};
+use tempcreds_sidecar::{app, logging};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(app::EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    logging::init();
+    match cli.command {
+        Command::Run(args) => app::run(args),
+    }
 }

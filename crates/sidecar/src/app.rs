@@ -1,0 +1,192 @@
+//! `tempcreds-sidecar run`: validate, then fetch once or keep refreshing.
+//!
+//! Order of things: the configuration is validated before anything is bound
+//! or called (every problem is logged, naming its flag; exit 64). With
+//! `--once`, credentials are fetched and written and the process exits (1 on
+//! failure). Otherwise the health endpoints are bound, the input directories
+//! watched, and the refresh loop runs until SIGTERM or SIGINT (exit 0).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tempcreds_core::{Credentials, SidecarConfig};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::cli::RunArgs;
+use crate::health::{self, Readiness};
+use crate::inputs;
+use crate::output::{Output, WriteError};
+use crate::refresh::{self, Refresh};
+use crate::sts::{FetchError, Sts};
+use crate::watch;
+
+/// Exit code for configuration errors (`EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit code when fetching or writing credentials failed (`--once`), or the
+/// health address cannot be bound.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// How long in-flight work may take after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// One refresh attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// Obtaining credentials failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Writing them failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// The real [`Refresh`]: STS, then the output files.
+#[derive(Debug)]
+pub struct StsRefresh {
+    sts: Sts,
+    output: Output,
+    files: Vec<PathBuf>,
+}
+
+impl StsRefresh {
+    /// Refreshes with `sts` into `output`, watching `config`'s input files.
+    pub fn new(sts: Sts, output: Output, config: &SidecarConfig) -> StsRefresh {
+        StsRefresh {
+            sts,
+            output,
+            files: inputs::files(config),
+        }
+    }
+}
+
+impl Refresh for StsRefresh {
+    type Error = RefreshError;
+
+    async fn refresh(&mut self) -> Result<Credentials, RefreshError> {
+        let creds = self.sts.fetch().await?;
+        self.output.write(&creds)?;
+        Ok(creds)
+    }
+
+    fn inputs(&self) -> u64 {
+        inputs::fingerprint(&self.files)
+    }
+}
+
+/// Runs `tempcreds-sidecar run` and returns the process's exit code.
+pub fn run(args: RunArgs) -> ExitCode {
+    let config = args.config;
+    match config.validate() {
+        Ok(warnings) => {
+            for w in warnings {
+                warn!("{w}");
+            }
+        }
+        Err(errors) => {
+            for e in &errors {
+                error!(flag = e.flag, "{e}");
+            }
+            error!(
+                errors = errors.len(),
+                "invalid configuration; see `tempcreds-sidecar run --help`"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(async_run(config, args.once));
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    code
+}
+
+async fn async_run(config: SidecarConfig, once: bool) -> ExitCode {
+    let sts = match Sts::new(&config).await {
+        Ok(sts) => sts,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    info!(
+        source = %config.source,
+        first_call = config.first_call().action(),
+        role_arn = config.role_arn.as_ref().map(ToString::to_string),
+        chain_roles = config.chain_role_arns.len(),
+        session_name = %config.effective_session_name(),
+        endpoint = sts.endpoint(),
+        output_dir = %config.output_dir.display(),
+        "starting"
+    );
+    let output = Output::new(&config.output_dir, &config.profile);
+    let mut refresher = StsRefresh::new(sts, output, &config);
+    if once {
+        return match refresher.refresh().await {
+            Ok(creds) => {
+                info!(
+                    access_key_id = %creds.access_key_id,
+                    expiration = %creds.expiration_rfc3339(),
+                    "credentials written"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!(error = %e, "fetching credentials failed");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
+
+    let shutdown = shutdown_signal();
+    let listener = match tokio::net::TcpListener::bind(config.health_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "--health-addr {}: cannot listen", config.health_addr);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let readiness = Readiness::default();
+    let server = axum::serve(listener, health::router(readiness.clone()));
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            error!(error = %e, "the health server stopped");
+        }
+    });
+    let (tx, rx) = mpsc::channel(1);
+    let _watch = watch::watch(&inputs::files(&config), tx);
+    refresh::run(refresher, config.refresh_before, readiness, rx, shutdown).await;
+    info!("shutting down");
+    ExitCode::SUCCESS
+}
+
+/// Listens for SIGTERM and SIGINT now, and returns a future that completes
+/// on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                error!(error = %e, "cannot listen for SIGTERM/SIGINT; stop the process with SIGKILL");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}

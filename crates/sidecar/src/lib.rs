@@ -1,0 +1,19 @@
+//! The tempcreds credential sidecar.
+//!
+//! It obtains temporary AWS credentials from STS ([`sts`]), writes them
+//! atomically into the shared volume ([`output`]), refreshes them before they
+//! expire and backs off when STS fails ([`refresh`]), re-authenticates when
+//! the token or key files change ([`watch`]), and reports readiness
+//! ([`health`]). [`app`] ties these together for `tempcreds-sidecar run`;
+//! [`explain`] turns STS errors into a likely cause and fix.
+
+pub mod app;
+pub mod cli;
+pub mod explain;
+pub mod health;
+pub mod inputs;
+pub mod logging;
+pub mod output;
+pub mod refresh;
+pub mod sts;
+pub mod watch;

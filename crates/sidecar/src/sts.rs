@@ -1,0 +1,510 @@
+//! The STS call chain: one chain per refresh, never more.
+//!
+//! | source | first call | signed with |
+//! |---|---|---|
+//! | `web-identity` | `AssumeRoleWithWebIdentity(role)` | unsigned; the token read from `--token-file` now |
+//! | `secret` + role | `AssumeRole(role)` | the long-term keys read from their files now |
+//! | `secret`, no role | `GetSessionToken` | the long-term keys |
+//! | `ambient` | `AssumeRole(role)` | the SDK's default credential chain |
+//!
+//! Then each `--chain-role-arn` is assumed in order with the previous
+//! credentials. `GetSessionToken` never follows `AssumeRole` (STS refuses it
+//! with session credentials). Parameters: the session name on every
+//! `AssumeRole*`; the duration on every call (capped at 1 h on chained
+//! calls); the external ID on every `AssumeRole`; the source identity, session
+//! tags and transitive tag keys on the first `AssumeRole` only (they pass
+//! along the chain by themselves); policy ARNs on the last call.
+//!
+//! SDK retries are off: the refresh loop retries the whole chain with its own
+//! backoff, so each attempt is exactly one chain of calls.
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::types::{PolicyDescriptorType, Tag};
+use tempcreds_core::{Credentials, RoleArn, SecretString, SidecarConfig, Source};
+use time::OffsetDateTime;
+
+use crate::explain::{self, CallKind, Explanation};
+use crate::inputs::{self, InputError};
+
+/// How long to wait for a TCP connection to STS.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one STS call may take in all.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Setting up the STS client failed (before any call).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// No region from `--region` or the SDK's region chain.
+    #[error(
+        "--region: no region given and none found in AWS_REGION, the AWS config file or instance metadata; \
+         set --region (regional STS endpoints are used)"
+    )]
+    NoRegion,
+}
+
+/// One refresh attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// A token or key file could not be used.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The SDK's default chain had no credentials (`--source ambient`).
+    #[error(
+        "--source ambient: the AWS SDK's default credential chain found no credentials ({detail}); \
+         run on a node with an instance role or EKS Pod Identity, or use --source web-identity or secret"
+    )]
+    Ambient {
+        /// What the chain reported.
+        detail: String,
+    },
+    /// STS answered with an error.
+    #[error("{0}")]
+    Sts(Box<StsFailure>),
+    /// STS could not be reached or did not answer.
+    #[error("{0}")]
+    Unreachable(Box<Unreachable>),
+    /// STS answered something tempcreds cannot use: a bug here or there.
+    #[error("{action} {target}: unusable answer from STS ({detail})")]
+    Malformed {
+        /// The STS action.
+        action: &'static str,
+        /// The role, or "with the long-term keys".
+        target: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// STS answered a call with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {target}: {code}: {message}; {explanation}")]
+pub struct StsFailure {
+    /// The STS action.
+    pub action: &'static str,
+    /// The role, or "with the long-term keys" for GetSessionToken.
+    pub target: String,
+    /// STS's error code.
+    pub code: String,
+    /// STS's error message.
+    pub message: String,
+    /// What it most likely means.
+    pub explanation: Explanation,
+}
+
+/// STS could not be reached or did not answer a call.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {target}: no answer from STS at {endpoint} ({detail}); {explanation}")]
+pub struct Unreachable {
+    /// The STS action.
+    pub action: &'static str,
+    /// The role, or "with the long-term keys".
+    pub target: String,
+    /// The endpoint tried.
+    pub endpoint: String,
+    /// The transport error.
+    pub detail: String,
+    /// What it most likely means.
+    pub explanation: Explanation,
+}
+
+impl FetchError {
+    /// The STS error code, when STS answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            FetchError::Sts(f) => Some(&f.code),
+            _ => None,
+        }
+    }
+}
+
+/// Credentials used to sign the next call of the chain.
+struct Signer {
+    access_key_id: String,
+    secret_access_key: SecretString,
+    session_token: Option<SecretString>,
+}
+
+impl From<&Credentials> for Signer {
+    fn from(c: &Credentials) -> Self {
+        Signer {
+            access_key_id: c.access_key_id.clone(),
+            secret_access_key: c.secret_access_key.clone(),
+            session_token: Some(c.session_token.clone()),
+        }
+    }
+}
+
+/// Per-call parameters of one `AssumeRole*` in the chain.
+struct RoleCall<'a> {
+    role: &'a RoleArn,
+    kind: CallKind,
+    duration: Option<Duration>,
+    /// First `AssumeRole` of the chain: source identity, tags, transitive keys.
+    first_assume_role: bool,
+    /// Last call of the chain: policy ARNs.
+    last: bool,
+}
+
+/// The STS side of the sidecar: builds clients and runs the call chain.
+pub struct Sts {
+    config: SidecarConfig,
+    sdk: aws_config::SdkConfig,
+    endpoint: String,
+}
+
+impl fmt::Debug for Sts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sts")
+            .field("source", &self.config.source)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sts {
+    /// Loads the SDK configuration: the region (`--region`, else the SDK's
+    /// region chain), the endpoint (`--sts-endpoint`, else regional STS), and
+    /// for `--source ambient` the default credential chain.
+    pub async fn new(config: &SidecarConfig) -> Result<Sts, SetupError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_timeout(CALL_TIMEOUT)
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &config.sts_endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if config.source != Source::Ambient {
+            loader = loader.no_credentials();
+        }
+        let sdk = loader.load().await;
+        let region = sdk.region().ok_or(SetupError::NoRegion)?.to_string();
+        let endpoint = sdk
+            .endpoint_url()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("the regional STS endpoint of {region}"));
+        Ok(Sts {
+            config: config.clone(),
+            sdk,
+            endpoint,
+        })
+    }
+
+    /// Where the calls go, for messages.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Runs one call chain and returns the final credentials.
+    pub async fn fetch(&self) -> Result<Credentials, FetchError> {
+        let cfg = &self.config;
+        let first_duration = cfg.session_duration;
+        let chained = cfg.chained_duration();
+        let chain = &cfg.chain_role_arns;
+        let mut creds = match (cfg.source, &cfg.role_arn) {
+            (Source::WebIdentity, Some(role)) => {
+                let path = cfg
+                    .token_file
+                    .as_deref()
+                    .expect("validate() requires --token-file with --source web-identity");
+                let token = inputs::read_token(path)?;
+                self.assume_role_with_web_identity(role, &token, chain.is_empty())
+                    .await?
+            }
+            (Source::Secret, role) => {
+                let keys = inputs::read_keys(
+                    cfg.access_key_id_file
+                        .as_deref()
+                        .expect("validate() requires --access-key-id-file with --source secret"),
+                    cfg.secret_access_key_file.as_deref().expect(
+                        "validate() requires --secret-access-key-file with --source secret",
+                    ),
+                )?;
+                let signer = Signer {
+                    access_key_id: keys.access_key_id,
+                    secret_access_key: keys.secret_access_key,
+                    session_token: None,
+                };
+                match role {
+                    Some(role) => {
+                        let call = RoleCall {
+                            role,
+                            kind: CallKind::AssumeRole,
+                            duration: first_duration,
+                            first_assume_role: true,
+                            last: chain.is_empty(),
+                        };
+                        self.assume_role(&signer, call).await?
+                    }
+                    None => self.get_session_token(&signer).await?,
+                }
+            }
+            (Source::Ambient, Some(role)) => {
+                let signer = self.ambient().await?;
+                let call = RoleCall {
+                    role,
+                    kind: CallKind::AssumeRole,
+                    duration: first_duration,
+                    first_assume_role: true,
+                    last: chain.is_empty(),
+                };
+                self.assume_role(&signer, call).await?
+            }
+            (Source::WebIdentity | Source::Ambient, None) => {
+                unreachable!(
+                    "validate() requires --role-arn with --source {}",
+                    cfg.source
+                )
+            }
+        };
+        for (i, role) in chain.iter().enumerate() {
+            let call = RoleCall {
+                role,
+                kind: CallKind::ChainedAssumeRole,
+                duration: chained,
+                first_assume_role: i == 0 && cfg.source == Source::WebIdentity,
+                last: i + 1 == chain.len(),
+            };
+            creds = self.assume_role(&Signer::from(&creds), call).await?;
+        }
+        Ok(creds)
+    }
+
+    fn client(&self, signer: Option<&Signer>) -> aws_sdk_sts::Client {
+        let mut builder = aws_sdk_sts::config::Builder::from(&self.sdk);
+        if let Some(s) = signer {
+            builder = builder.credentials_provider(aws_sdk_sts::config::Credentials::new(
+                s.access_key_id.clone(),
+                s.secret_access_key.expose().to_owned(),
+                s.session_token.as_ref().map(|t| t.expose().to_owned()),
+                None,
+                "tempcreds",
+            ));
+        }
+        aws_sdk_sts::Client::from_conf(builder.build())
+    }
+
+    async fn ambient(&self) -> Result<Signer, FetchError> {
+        let provider = self
+            .sdk
+            .credentials_provider()
+            .ok_or_else(|| FetchError::Ambient {
+                detail: "no credential provider configured".into(),
+            })?;
+        let c = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| FetchError::Ambient {
+                detail: aws_sdk_sts::error::DisplayErrorContext(&e).to_string(),
+            })?;
+        Ok(Signer {
+            access_key_id: c.access_key_id().to_owned(),
+            secret_access_key: SecretString::new(c.secret_access_key()),
+            session_token: c.session_token().map(SecretString::new),
+        })
+    }
+
+    async fn assume_role_with_web_identity(
+        &self,
+        role: &RoleArn,
+        token: &SecretString,
+        last: bool,
+    ) -> Result<Credentials, FetchError> {
+        let cfg = &self.config;
+        let action = "AssumeRoleWithWebIdentity";
+        let mut req = self
+            .client(None)
+            .assume_role_with_web_identity()
+            .role_arn(role.to_string())
+            .role_session_name(cfg.effective_session_name().as_str())
+            .web_identity_token(token.expose())
+            .set_duration_seconds(cfg.session_duration.map(duration_seconds));
+        if last {
+            req = req.set_policy_arns(policy_arns(cfg));
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(action, role.to_string(), CallKind::WebIdentity, e))?;
+        convert(action, role.to_string(), out.credentials())
+    }
+
+    async fn assume_role(
+        &self,
+        signer: &Signer,
+        call: RoleCall<'_>,
+    ) -> Result<Credentials, FetchError> {
+        let cfg = &self.config;
+        let action = "AssumeRole";
+        let mut req = self
+            .client(Some(signer))
+            .assume_role()
+            .role_arn(call.role.to_string())
+            .role_session_name(cfg.effective_session_name().as_str())
+            .set_duration_seconds(call.duration.map(duration_seconds))
+            .set_external_id(cfg.external_id.as_ref().map(ToString::to_string));
+        if call.first_assume_role {
+            req = req
+                .set_source_identity(cfg.source_identity.as_ref().map(ToString::to_string))
+                .set_tags(session_tags(cfg)?)
+                .set_transitive_tag_keys(
+                    (!cfg.transitive_tag_keys.is_empty()).then(|| cfg.transitive_tag_keys.clone()),
+                );
+        }
+        if call.last {
+            req = req.set_policy_arns(policy_arns(cfg));
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(action, call.role.to_string(), call.kind, e))?;
+        convert(action, call.role.to_string(), out.credentials())
+    }
+
+    async fn get_session_token(&self, signer: &Signer) -> Result<Credentials, FetchError> {
+        let action = "GetSessionToken";
+        let target = "with the long-term keys".to_owned();
+        let out = self
+            .client(Some(signer))
+            .get_session_token()
+            .set_duration_seconds(self.config.session_duration.map(duration_seconds))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(action, target.clone(), CallKind::GetSessionToken, e))?;
+        convert(action, target, out.credentials())
+    }
+
+    fn sdk_error<E, R>(
+        &self,
+        action: &'static str,
+        target: String,
+        kind: CallKind,
+        err: SdkError<E, R>,
+    ) -> FetchError
+    where
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        match &err {
+            SdkError::ServiceError(_) => {
+                let code = err.code().unwrap_or("Unknown").to_owned();
+                let message = err.message().unwrap_or("").to_owned();
+                FetchError::Sts(Box::new(StsFailure {
+                    action,
+                    explanation: explain::explain(kind, &code, &message),
+                    target,
+                    code,
+                    message,
+                }))
+            }
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+                let timed_out = match &err {
+                    SdkError::TimeoutError(_) => true,
+                    SdkError::DispatchFailure(d) => d.is_timeout(),
+                    _ => false,
+                };
+                FetchError::Unreachable(Box::new(Unreachable {
+                    action,
+                    target,
+                    endpoint: self.endpoint.clone(),
+                    detail: error_chain(&err),
+                    explanation: explain::explain_unreachable(timed_out),
+                }))
+            }
+            _ => FetchError::Malformed {
+                action,
+                target,
+                detail: error_chain(&err),
+            },
+        }
+    }
+}
+
+/// The error and its sources on one line, without repeating the SDK's
+/// generic "dispatch failure" prefix alone.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn duration_seconds(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+}
+
+fn policy_arns(cfg: &SidecarConfig) -> Option<Vec<PolicyDescriptorType>> {
+    (!cfg.policy_arns.is_empty()).then(|| {
+        cfg.policy_arns
+            .iter()
+            .map(|p| PolicyDescriptorType::builder().arn(p.to_string()).build())
+            .collect()
+    })
+}
+
+fn session_tags(cfg: &SidecarConfig) -> Result<Option<Vec<Tag>>, FetchError> {
+    if cfg.session_tags.is_empty() {
+        return Ok(None);
+    }
+    cfg.session_tags
+        .iter()
+        .map(|t| {
+            Tag::builder()
+                .key(&t.key)
+                .value(&t.value)
+                .build()
+                .map_err(|e| FetchError::Malformed {
+                    action: "AssumeRole",
+                    target: "session tags".into(),
+                    detail: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn convert(
+    action: &'static str,
+    target: String,
+    c: Option<&aws_sdk_sts::types::Credentials>,
+) -> Result<Credentials, FetchError> {
+    let malformed = |detail: &str| FetchError::Malformed {
+        action,
+        target: target.clone(),
+        detail: detail.to_owned(),
+    };
+    let c = c.ok_or_else(|| malformed("no Credentials element"))?;
+    let expiration = OffsetDateTime::from_unix_timestamp(c.expiration().secs())
+        .map_err(|_| malformed("Expiration out of range"))?;
+    if c.access_key_id().is_empty()
+        || c.secret_access_key().is_empty()
+        || c.session_token().is_empty()
+    {
+        return Err(malformed("empty key or session token"));
+    }
+    Ok(Credentials {
+        access_key_id: c.access_key_id().to_owned(),
+        secret_access_key: SecretString::new(c.secret_access_key()),
+        session_token: SecretString::new(c.session_token()),
+        expiration,
+    })
+}
