@@ -63,8 +63,18 @@ impl Moto {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        moto.restart();
-        moto
+        // free_port() releases the port before moto binds it, so a test
+        // running in parallel may take it first: then try another one.
+        for _ in 0..5 {
+            match moto.try_start() {
+                Ok(()) => return moto,
+                Err(_) => moto.port = crate::free_port(),
+            }
+        }
+        panic!(
+            "moto_server did not start on any of 5 ports; log: {}",
+            moto.log()
+        );
     }
 
     /// The endpoint URL, `http://127.0.0.1:PORT`.
@@ -92,7 +102,17 @@ impl Moto {
     /// (Re)starts the server on the same port, keeping the recording file.
     /// moto's state (issued credentials) starts empty.
     pub fn restart(&mut self) {
+        if let Err(e) = self.try_start() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server and waits until it, not some other process, listens
+    /// on the port: its own log says so and the port accepts connections.
+    fn try_start(&mut self) -> Result<(), String> {
         self.stop();
+        let running = format!("Running on http://127.0.0.1:{}", self.port);
+        let started_before = self.log().matches(&running).count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -111,13 +131,32 @@ impl Moto {
         let child = cmd.spawn().expect("start moto_server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on port {} within 30s; log: {}",
-                self.port,
-                self.log()
-            );
+        loop {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.child = None;
+                return Err(format!(
+                    "moto_server exited with {status} on port {}; log: {}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            if self.log().matches(&running).count() > started_before
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                return Err(format!(
+                    "moto_server did not listen on port {} within 30s; log: {}",
+                    self.port,
+                    self.log()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

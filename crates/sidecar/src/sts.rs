@@ -25,6 +25,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::types::{PolicyDescriptorType, Tag};
 use tempcreds_core::{Credentials, RoleArn, SecretString, SidecarConfig, Source};
@@ -387,21 +388,37 @@ impl Sts {
         convert(action, target, out.credentials())
     }
 
-    fn sdk_error<E, R>(
+    fn sdk_error<E>(
         &self,
         action: &'static str,
         target: String,
         kind: CallKind,
-        err: SdkError<E, R>,
+        err: SdkError<E, HttpResponse>,
     ) -> FetchError
     where
         E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-        R: fmt::Debug + Send + Sync + 'static,
     {
         match &err {
-            SdkError::ServiceError(_) => {
-                let code = err.code().unwrap_or("Unknown").to_owned();
-                let message = err.message().unwrap_or("").to_owned();
+            SdkError::ServiceError(ctx) => {
+                // Some STS-compatible servers (and proxies) answer in a shape
+                // the SDK does not parse; fall back to reading the body.
+                let body = ctx
+                    .raw()
+                    .body()
+                    .bytes()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let status = ctx.raw().status().as_u16();
+                let code = err
+                    .code()
+                    .map(str::to_owned)
+                    .or_else(|| xml_element(&body, "Code"))
+                    .unwrap_or_else(|| format!("HTTP {status}"));
+                let message = err
+                    .message()
+                    .map(str::to_owned)
+                    .or_else(|| xml_element(&body, "Message"))
+                    .unwrap_or_default();
                 FetchError::Sts(Box::new(StsFailure {
                     action,
                     explanation: explain::explain(kind, &code, &message),
@@ -431,6 +448,21 @@ impl Sts {
             },
         }
     }
+}
+
+/// The text of the first `<name>` element in `xml`, if any.
+fn xml_element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml[start..].find(&format!("</{name}>"))?;
+    let text = xml[start..start + len].trim();
+    (!text.is_empty()).then(|| {
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    })
 }
 
 /// The error and its sources on one line, without repeating the SDK's
@@ -507,4 +539,22 @@ fn convert(
         session_token: SecretString::new(c.session_token()),
         expiration,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_code_and_message_are_read_from_unusual_shapes() {
+        let body = "<ErrorResponse><Errors><Error><Code>AccessDenied</Code>\
+                    <Message>User: a&amp;b is not authorized</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(xml_element(body, "Code").as_deref(), Some("AccessDenied"));
+        assert_eq!(
+            xml_element(body, "Message").as_deref(),
+            Some("User: a&b is not authorized")
+        );
+        assert_eq!(xml_element("<html>403</html>", "Code"), None);
+        assert_eq!(xml_element("<Code></Code>", "Code"), None);
+    }
 }
