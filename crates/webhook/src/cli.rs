@@ -1,0 +1,87 @@
+//! The command line: `serve` and `inject`. Every flag of `serve` is also read
+//! from an environment variable (`TEMPCREDS_` and the flag in upper case).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    tempcreds_core::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// tempcreds' mutating admission webhook: injects the credential sidecar
+/// into pods that opt in with `tempcreds.io/` annotations.
+#[derive(Debug, Parser)]
+#[command(name = "tempcreds-webhook", version)]
+pub struct Cli {
+    /// Log format: `auto` is JSON unless stderr is a terminal.
+    #[arg(long, env = "TEMPCREDS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON unless stderr is a terminal.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the admission webhook over HTTPS.
+    Serve(ServeArgs),
+    /// Print Kubernetes manifests with their pod templates mutated exactly as
+    /// admission would (like `istioctl kube-inject`).
+    Inject(InjectArgs),
+}
+
+/// `tempcreds-webhook serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TEMPCREDS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first); reloaded when it changes.
+    #[arg(long, env = "TEMPCREDS_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: PathBuf,
+    /// PEM private key; reloaded when it changes.
+    #[arg(long, env = "TEMPCREDS_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: PathBuf,
+    /// Cluster config (YAML); reloaded when it changes.
+    #[arg(long, env = "TEMPCREDS_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// How long to drain open connections after SIGTERM.
+    #[arg(long, env = "TEMPCREDS_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "20s", value_parser = duration_arg)]
+    pub shutdown_grace: Duration,
+    /// How often the files are re-read even without a change event.
+    #[arg(long, env = "TEMPCREDS_RELOAD_INTERVAL", value_name = "DURATION", default_value = "60s", value_parser = duration_arg)]
+    pub reload_interval: Duration,
+}
+
+/// `tempcreds-webhook inject`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InjectArgs {
+    /// Manifest file (multi-document YAML), `-` for stdin.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: PathBuf,
+    /// Cluster config (YAML); default: the default sidecar image and settings.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// YAML map of the ServiceAccount's `tempcreds.io/` annotations, applied
+    /// as defaults to every pod template.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_annotations: Option<PathBuf>,
+    /// Namespace assumed for objects that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}

@@ -1,0 +1,486 @@
+//! The HTTPS server: `POST /mutate` (AdmissionReview `admission.k8s.io/v1`),
+//! `GET /healthz`, `/readyz` and `/metrics`, served with rustls; graceful
+//! shutdown that stops accepting and drains in-flight requests.
+//!
+//! The handler only decodes, calls [`crate::mutate::mutate`] and encodes. A
+//! parseable review is always answered with a review (a denial carries a
+//! message a `kubectl` user can act on); HTTP 400 is only for requests with
+//! no review to answer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use serde_json::{Value, json};
+use tempcreds_core::annotations as a;
+use tokio::net::TcpListener;
+use tracing::Instrument as _;
+
+use crate::cli::ServeArgs;
+use crate::config::ClusterConfig;
+use crate::metrics::{Metrics, Reloaded, RequestResult};
+use crate::mutate::{self, Context, Outcome};
+use crate::sa_cache::ServiceAccounts;
+use crate::tls::CertStore;
+
+/// Largest request body accepted (the API server's own limit for a pod is
+/// far lower; this bounds memory per request).
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared state of the handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// The cluster config, swapped on reload.
+    pub config: Arc<ArcSwap<ClusterConfig>>,
+    /// Where ServiceAccount annotations come from.
+    pub service_accounts: ServiceAccounts,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The routes. Probes and metrics are not traced per request.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.service_accounts.is_ready() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the ServiceAccount cache to sync\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The parts of an AdmissionRequest the webhook uses.
+#[derive(Debug)]
+struct Request {
+    uid: String,
+    namespace: String,
+    operation: String,
+    sub_resource: Option<String>,
+    object: Option<Value>,
+    pod_name: String,
+}
+
+/// Decodes an AdmissionReview, or says why there is no review to answer.
+fn parse_review(body: &[u8]) -> Result<Request, String> {
+    let mut root: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    if root["apiVersion"] != "admission.k8s.io/v1" || root["kind"] != "AdmissionReview" {
+        return Err(format!(
+            "expected an AdmissionReview of apiVersion admission.k8s.io/v1, got kind {} apiVersion {}",
+            root["kind"], root["apiVersion"]
+        ));
+    }
+    let Some(request) = root.get_mut("request").filter(|r| r.is_object()) else {
+        return Err("the AdmissionReview has no request".into());
+    };
+    let uid = match request["uid"].as_str() {
+        Some(uid) if !uid.is_empty() => uid.to_owned(),
+        _ => return Err("the AdmissionReview's request has no uid".into()),
+    };
+    let kind = &request["kind"];
+    if kind["kind"] != "Pod"
+        || kind["version"] != "v1"
+        || !matches!(kind["group"].as_str(), None | Some(""))
+    {
+        return Err(format!(
+            "the request is for a {kind}; this webhook only handles core v1 Pods"
+        ));
+    }
+    let operation = request["operation"].as_str().unwrap_or_default().to_owned();
+    let sub_resource = request["subResource"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let object = request
+        .get_mut("object")
+        .map(Value::take)
+        .filter(|o| !o.is_null());
+    let meta = object.as_ref().map(|o| &o["metadata"]);
+    let namespace = request["namespace"]
+        .as_str()
+        .or_else(|| meta.and_then(|m| m["namespace"].as_str()))
+        .unwrap_or("default")
+        .to_owned();
+    let pod_name = request["name"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .or_else(|| meta.and_then(|m| m["name"].as_str()))
+        .map(str::to_owned)
+        .or_else(|| {
+            meta.and_then(|m| m["generateName"].as_str())
+                .map(|g| format!("{g}*"))
+        })
+        .unwrap_or_default();
+    Ok(Request {
+        uid,
+        namespace,
+        operation,
+        sub_resource,
+        object,
+        pod_name,
+    })
+}
+
+fn bad_request(state: &AppState, start: Instant, reason: String) -> Response {
+    state
+        .metrics
+        .record(RequestResult::BadRequest, start.elapsed());
+    tracing::warn!(%reason, "bad admission request");
+    (StatusCode::BAD_REQUEST, reason + "\n").into_response()
+}
+
+fn review(response: Value) -> Response {
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": response,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn mutate_handler(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    let start = Instant::now();
+    let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => {
+            return bad_request(
+                &state,
+                start,
+                format!("the body is unreadable or larger than {BODY_LIMIT} bytes"),
+            );
+        }
+    };
+    let request = match parse_review(&bytes) {
+        Ok(r) => r,
+        Err(reason) => return bad_request(&state, start, reason),
+    };
+    let span = tracing::info_span!(
+        "admission",
+        uid = %request.uid,
+        namespace = %request.namespace,
+        pod = %request.pod_name,
+        operation = %request.operation,
+        outcome = tracing::field::Empty,
+    );
+    async move {
+        let (result, response) = match decide(&state, request).await {
+            Ok(answer) => answer,
+            Err(reason) => return bad_request(&state, start, reason),
+        };
+        let elapsed = start.elapsed();
+        state.metrics.record(result, elapsed);
+        tracing::Span::current().record("outcome", result.as_str());
+        match result {
+            RequestResult::Allowed => tracing::debug!(?elapsed, "allowed unchanged"),
+            RequestResult::Denied => tracing::info!(
+                ?elapsed,
+                message = response["status"]["message"].as_str().unwrap_or_default(),
+                "denied"
+            ),
+            _ => tracing::info!(?elapsed, "sidecar injected"),
+        }
+        review(response)
+    }
+    .instrument(span)
+    .await
+}
+
+/// The response to a well-formed request, or why it is malformed after all.
+async fn decide(state: &AppState, request: Request) -> Result<(RequestResult, Value), String> {
+    let uid = request.uid;
+    let allow = |uid: String| (RequestResult::Allowed, json!({"uid": uid, "allowed": true}));
+    if request.operation != "CREATE" || request.sub_resource.is_some() {
+        return Ok(allow(uid));
+    }
+    let Some(pod) = request.object.filter(Value::is_object) else {
+        return Err("the CREATE request has no Pod object".into());
+    };
+    let opted_out = pod["metadata"]["annotations"][a::INJECT] == "false";
+    let sa_annotations = if opted_out {
+        Default::default()
+    } else {
+        let name = mutate::service_account_name(&pod);
+        match state
+            .service_accounts
+            .annotations(&request.namespace, name)
+            .await
+        {
+            Ok(annotations) => annotations,
+            Err(e) => {
+                let message = format!(
+                    "tempcreds: {}; the pod is refused so it cannot start without the credentials \
+                     its ServiceAccount may ask for; retry shortly",
+                    crate::error_chain(&e)
+                );
+                return Ok(deny(uid, message));
+            }
+        }
+    };
+    let config = state.config.load();
+    let ctx = Context {
+        namespace: &request.namespace,
+        service_account_annotations: &sa_annotations,
+    };
+    Ok(match mutate::mutate(&pod, &ctx, &config) {
+        Outcome::NotForUs => allow(uid),
+        Outcome::Patch { patch, warnings } => {
+            let mut response = json!({"uid": uid, "allowed": true});
+            if !patch.0.is_empty() {
+                let bytes = serde_json::to_vec(&patch).map_err(|e| e.to_string())?;
+                response["patchType"] = json!("JSONPatch");
+                response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+            }
+            if !warnings.is_empty() {
+                response["warnings"] = json!(warnings);
+            }
+            (RequestResult::Patched, response)
+        }
+        Outcome::Deny(message) => deny(uid, message),
+    })
+}
+
+fn deny(uid: String, message: String) -> (RequestResult, Value) {
+    (
+        RequestResult::Denied,
+        json!({
+            "uid": uid,
+            "allowed": false,
+            "status": {"status": "Failure", "code": 403, "reason": "Forbidden", "message": message},
+        }),
+    )
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` completes, then stops
+/// accepting and waits up to `drain` for open connections to finish.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let service = TowerToHyperService::new(app.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(30))
+                        .serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, draining open ones");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain deadline passed; closing remaining connections"),
+    }
+}
+
+/// Everything `serve` needs, checked before any port is bound.
+#[derive(Debug)]
+pub struct Prepared {
+    args: ServeArgs,
+    config: ClusterConfig,
+    certs: Arc<CertStore>,
+}
+
+/// Loads and checks the config file and the certificate; every problem is
+/// reported before anything is bound.
+pub fn prepare(args: ServeArgs) -> anyhow::Result<Prepared> {
+    let config = ClusterConfig::load(&args.config);
+    let certs = CertStore::open(&args.tls_cert_file, &args.tls_key_file);
+    match (config, certs) {
+        (Ok(config), Ok(certs)) => Ok(Prepared {
+            args,
+            config,
+            certs,
+        }),
+        (config, certs) => {
+            let mut problems = Vec::new();
+            if let Err(e) = config {
+                problems.push(crate::error_chain(&e));
+            }
+            if let Err(e) = certs {
+                problems.push(crate::error_chain(&e));
+            }
+            anyhow::bail!("{}", problems.join("\n"))
+        }
+    }
+}
+
+/// Runs `serve` until `shutdown`: binds the listener, starts the
+/// ServiceAccount cache and the reloaders of the config and the certificate.
+pub async fn run(prepared: Prepared, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let Prepared {
+        args,
+        config,
+        certs,
+    } = prepared;
+    let metrics = Arc::new(Metrics::default());
+    let tls = certs
+        .server_config()
+        .context("building the TLS configuration")?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local: SocketAddr = listener.local_addr()?;
+
+    let config = Arc::new(ArcSwap::from_pointee(config));
+    let _config_reloader = spawn_config_reloader(
+        args.config.clone(),
+        config.clone(),
+        metrics.clone(),
+        args.reload_interval,
+    )?;
+    let reload_metrics = metrics.clone();
+    let reload_certs = certs.clone();
+    let _tls_reloader =
+        crate::watch::spawn_reloader(&certs.paths(), args.reload_interval, move || {
+            reload_certs.reload(&reload_metrics);
+        })
+        .context("watching the certificate directory")?;
+
+    let service_accounts = ServiceAccounts::connect(metrics.clone()).await;
+    let state = Arc::new(AppState {
+        config,
+        service_accounts,
+        metrics,
+    });
+    tracing::info!(listen = %local, version = env!("CARGO_PKG_VERSION"), "serving");
+    serve(listener, tls, router(state), shutdown, args.shutdown_grace).await;
+    Ok(())
+}
+
+fn spawn_config_reloader(
+    path: PathBuf,
+    config: Arc<ArcSwap<ClusterConfig>>,
+    metrics: Arc<Metrics>,
+    period: Duration,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let watched = path.clone();
+    crate::watch::spawn_reloader(&[&watched], period, move || {
+        match ClusterConfig::load(&path) {
+            Ok(new) => {
+                if **config.load() != new {
+                    config.store(Arc::new(new));
+                    metrics.record_reload(Reloaded::Config, true);
+                    tracing::info!(path = %path.display(), "config reloaded");
+                }
+            }
+            Err(e) => {
+                metrics.record_reload(Reloaded::Config, false);
+                tracing::warn!(
+                    error = %crate::error_chain(&e),
+                    "new config rejected; keeping the previous one"
+                );
+            }
+        }
+    })
+    .context("watching the config directory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_review_explains_what_is_wrong() {
+        let cases: [(&str, &str); 6] = [
+            ("not json", "not JSON"),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview"}"#,
+                "admission.k8s.io/v1",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+                "no request",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#,
+                "no uid",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"group":"apps","version":"v1","kind":"Deployment"}}}"#,
+                "only handles core v1 Pods",
+            ),
+            ("[]", "AdmissionReview"),
+        ];
+        for (body, needle) in cases {
+            let e = parse_review(body.as_bytes()).unwrap_err();
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+    }
+}
