@@ -115,10 +115,7 @@ impl World {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.tmp.path())
             .env("AWS_CONFIG_FILE", self.path("aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                self.path("aws-credentials"),
-            )
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.path("aws-credentials"))
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .arg("run")
             .arg("--output-dir")
