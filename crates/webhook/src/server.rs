@@ -431,9 +431,11 @@ fn spawn_config_reloader(
     period: Duration,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let watched = path.clone();
+    let last_error = crate::watch::LastError::default();
     crate::watch::spawn_reloader(&[&watched], period, move || {
         match ClusterConfig::load(&path) {
             Ok(new) => {
+                last_error.clear();
                 if **config.load() != new {
                     config.store(Arc::new(new));
                     metrics.record_reload(Reloaded::Config, true);
@@ -441,11 +443,11 @@ fn spawn_config_reloader(
                 }
             }
             Err(e) => {
-                metrics.record_reload(Reloaded::Config, false);
-                tracing::warn!(
-                    error = %crate::error_chain(&e),
-                    "new config rejected; keeping the previous one"
-                );
+                let error = crate::error_chain(&e);
+                if last_error.is_new(&error) {
+                    metrics.record_reload(Reloaded::Config, false);
+                    tracing::warn!(%error, "new config rejected; keeping the previous one");
+                }
             }
         }
     })

@@ -96,6 +96,7 @@ pub fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Certif
 #[derive(Debug)]
 pub struct CertStore {
     current: ArcSwap<CertifiedKey>,
+    last_error: crate::watch::LastError,
     cert_path: PathBuf,
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
@@ -109,6 +110,7 @@ impl CertStore {
         let first = load(cert, key, &provider)?;
         Ok(Arc::new(CertStore {
             current: ArcSwap::from_pointee(first),
+            last_error: Default::default(),
             cert_path: cert.to_owned(),
             key_path: key.to_owned(),
             provider,
@@ -125,6 +127,7 @@ impl CertStore {
     pub fn reload(&self, metrics: &Metrics) -> bool {
         match load(&self.cert_path, &self.key_path, &self.provider) {
             Ok(new) => {
+                self.last_error.clear();
                 if new.cert == self.current.load().cert {
                     return false;
                 }
@@ -134,11 +137,14 @@ impl CertStore {
                 true
             }
             Err(e) => {
-                metrics.record_reload(Reloaded::Tls, false);
-                tracing::warn!(
-                    error = %crate::error_chain(&e),
-                    "new serving certificate not loaded; still serving the previous one"
-                );
+                let error = crate::error_chain(&e);
+                if self.last_error.is_new(&error) {
+                    metrics.record_reload(Reloaded::Tls, false);
+                    tracing::warn!(
+                        %error,
+                        "new serving certificate not loaded; still serving the previous one"
+                    );
+                }
                 false
             }
         }

@@ -30,8 +30,24 @@ pub fn spawn_reloader(
     on_change: impl Fn() + Send + 'static,
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    // Only changes to the watched files or to the volume's `..` entries
+    // count: other files in the directory (a log file next to the config in
+    // a local run) must not trigger reloads.
+    let names: BTreeSet<std::ffi::OsString> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(ToOwned::to_owned))
+        .collect();
+    let relevant = move |path: &Path| {
+        path.file_name()
+            .is_some_and(|n| names.contains(n) || n.to_string_lossy().starts_with(".."))
+    };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reading the files (the reload itself) raises access events; only
+        // changes count.
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_))
+            && event.paths.iter().any(|p| relevant(p))
+        {
             let _ = tx.send(());
         }
     })?;
@@ -58,4 +74,31 @@ pub fn spawn_reloader(
             on_change();
         }
     }))
+}
+
+/// Remembers the last reload error, so the periodic check does not repeat
+/// the same complaint: a problem is reported once until it changes or is
+/// fixed.
+#[derive(Debug, Default)]
+pub struct LastError(std::sync::Mutex<String>);
+
+impl LastError {
+    /// Records `error`; true when it differs from the previous one.
+    pub fn is_new(&self, error: &str) -> bool {
+        match self.0.lock() {
+            Ok(last) if *last == error => false,
+            Ok(mut last) => {
+                error.clone_into(&mut last);
+                true
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// Forgets the last error (after a successful load).
+    pub fn clear(&self) {
+        if let Ok(mut last) = self.0.lock() {
+            last.clear();
+        }
+    }
 }
