@@ -458,6 +458,50 @@ fn spawn_config_reloader(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn config_reload_keeps_the_old_config_when_the_new_one_is_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "sidecar: {image: one}\n").unwrap();
+        let config = Arc::new(ArcSwap::from_pointee(ClusterConfig::load(&path).unwrap()));
+        let metrics = Arc::new(Metrics::default());
+        let _task = spawn_config_reloader(
+            path.clone(),
+            config.clone(),
+            metrics.clone(),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let wait_for = |want: &'static str| {
+            let config = config.clone();
+            async move {
+                for _ in 0..100 {
+                    if config.load().sidecar.image == want {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                panic!("config never became {want}");
+            }
+        };
+        // Rewritten in place, then replaced by a rename (as editors and
+        // ConfigMap updates do).
+        std::fs::write(&path, "sidecar: {image: two}\n").unwrap();
+        wait_for("two").await;
+        let tmp = dir.path().join("tmp.yaml");
+        std::fs::write(&tmp, "sidecar: {image: three}\n").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        wait_for("three").await;
+        std::fs::write(&path, "sidecar: {image: four, typo: 1}\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(config.load().sidecar.image, "three");
+        let text = metrics.render();
+        assert!(
+            text.contains("tempcreds_webhook_config_reloads_failed_total 1"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn parse_review_explains_what_is_wrong() {
         let cases: [(&str, &str); 6] = [
