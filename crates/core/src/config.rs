@@ -230,6 +230,13 @@ pub struct SidecarConfig {
     /// Address of `/healthz` and `/readyz`.
     #[arg(long, env = "TEMPCREDS_HEALTH_ADDR", value_name = "ADDR", default_value = paths::DEFAULT_HEALTH_ADDR)]
     pub health_addr: SocketAddr,
+
+    /// Serve the container-credentials endpoint (`GET /v1/credentials`) on
+    /// this loopback address, e.g. `127.0.0.1:8098`, with a random
+    /// authorization token written to `endpoint-token` in `--output-dir`.
+    /// Applications point `AWS_CONTAINER_CREDENTIALS_FULL_URI` at it.
+    #[arg(long, env = "TEMPCREDS_ENDPOINT_ADDR", value_name = "ADDR")]
+    pub endpoint_addr: Option<SocketAddr>,
 }
 
 /// A configuration problem, naming the flag.
@@ -268,6 +275,7 @@ impl SidecarConfig {
             health_addr: paths::DEFAULT_HEALTH_ADDR
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], paths::DEFAULT_HEALTH_PORT))),
+            endpoint_addr: None,
         }
     }
 
@@ -445,6 +453,18 @@ impl SidecarConfig {
                 ));
             }
         }
+        if let Some(addr) = self.endpoint_addr
+            && !addr.ip().is_loopback()
+        {
+            err(
+                "endpoint-addr",
+                format!(
+                    "{addr} is not a loopback address; the credentials endpoint serves secrets and \
+                     listens only on loopback (127.0.0.1:PORT or [::1]:PORT), which every container \
+                     of the pod shares"
+                ),
+            );
+        }
         if let (Some(before), Some(d)) = (self.refresh_before, self.session_duration)
             && before >= d
         {
@@ -532,6 +552,9 @@ impl SidecarConfig {
         if self.health_addr != defaults.health_addr {
             push("health-addr", self.health_addr.to_string());
         }
+        if let Some(v) = self.endpoint_addr {
+            push("endpoint-addr", v.to_string());
+        }
         args
     }
 }
@@ -575,6 +598,7 @@ mod tests {
         c.profile = "app".into();
         c.refresh_before = Some(Duration::from_secs(600));
         c.health_addr = "127.0.0.1:9000".parse().unwrap();
+        c.endpoint_addr = Some("127.0.0.1:8098".parse().unwrap());
         c
     }
 
@@ -640,6 +664,20 @@ mod tests {
         assert_eq!(c.validate(), Ok(vec![]));
         c.external_id = Some("abc".parse().unwrap());
         assert_eq!(c.validate().unwrap_err()[0].flag, "external-id");
+    }
+
+    #[test]
+    fn endpoint_address_must_be_loopback() {
+        let mut c = full();
+        c.endpoint_addr = Some("[::1]:8098".parse().unwrap());
+        assert!(c.validate().is_ok());
+        assert_eq!(parse(&c.to_args()).unwrap(), c);
+        c.endpoint_addr = Some("0.0.0.0:8098".parse().unwrap());
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs[0].flag, "endpoint-addr");
+        assert!(errs[0].to_string().contains("0.0.0.0:8098"), "{}", errs[0]);
+        c.endpoint_addr = Some("10.1.2.3:8098".parse().unwrap());
+        assert_eq!(c.validate().unwrap_err()[0].flag, "endpoint-addr");
     }
 
     #[test]

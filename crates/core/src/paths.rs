@@ -20,6 +20,23 @@ pub const CONFIG_FILE: &str = "config";
 /// output directory.
 pub const ENDPOINT_TOKEN_FILE: &str = "endpoint-token";
 
+/// The path of the container-credentials endpoint the sidecar serves with
+/// `--endpoint-addr`.
+pub const ENDPOINT_PATH: &str = "/v1/credentials";
+
+/// The loopback address the webhook gives the sidecar for the
+/// container-credentials endpoint (`delivery: endpoint`).
+pub const DEFAULT_ENDPOINT_ADDR: &str = "127.0.0.1:8098";
+
+/// The port of [`DEFAULT_ENDPOINT_ADDR`].
+pub const DEFAULT_ENDPOINT_PORT: u16 = 8098;
+
+/// The value of `AWS_CONTAINER_CREDENTIALS_FULL_URI` for an endpoint served
+/// on `addr` (`http://127.0.0.1:8098/v1/credentials`).
+pub fn endpoint_uri(addr: std::net::SocketAddr) -> String {
+    format!("http://{addr}{ENDPOINT_PATH}")
+}
+
 /// Where the projected service-account token volume is mounted (sidecar only).
 pub const TOKEN_DIR: &str = "/var/run/secrets/tempcreds/serviceaccount";
 
@@ -48,3 +65,25 @@ pub const READYZ_PATH: &str = "/readyz";
 
 /// The sidecar's liveness path.
 pub const HEALTHZ_PATH: &str = "/healthz";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_uri_is_what_sdks_accept() {
+        let addr = DEFAULT_ENDPOINT_ADDR.parse().unwrap();
+        assert_eq!(endpoint_uri(addr), "http://127.0.0.1:8098/v1/credentials");
+        assert_eq!(
+            endpoint_uri("[::1]:1".parse().unwrap()),
+            "http://[::1]:1/v1/credentials"
+        );
+        assert_eq!(
+            DEFAULT_ENDPOINT_ADDR
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .port(),
+            DEFAULT_ENDPOINT_PORT
+        );
+    }
+}

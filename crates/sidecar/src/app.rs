@@ -3,8 +3,10 @@
 //! Order of things: the configuration is validated before anything is bound
 //! or called (every problem is logged, naming its flag; exit 64). With
 //! `--once`, credentials are fetched and written and the process exits (1 on
-//! failure). Otherwise the health endpoints are bound, the input directories
-//! watched, and the refresh loop runs until SIGTERM or SIGINT (exit 0).
+//! failure). Otherwise the health endpoints are bound, with `--endpoint-addr`
+//! the endpoint token written and the credentials endpoint bound, the input
+//! directories watched, and the refresh loop runs until SIGTERM or SIGINT
+//! (exit 0). `--once` ignores `--endpoint-addr`: nothing would stay to serve.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::cli::RunArgs;
+use crate::endpoint::{self, Latest, Token};
 use crate::health::{self, Readiness};
 use crate::inputs;
 use crate::output::{Output, WriteError};
@@ -42,12 +45,14 @@ pub enum RefreshError {
     Write(#[from] WriteError),
 }
 
-/// The real [`Refresh`]: STS, then the output files.
+/// The real [`Refresh`]: STS, then the output files, then the credentials
+/// the endpoint serves.
 #[derive(Debug)]
 pub struct StsRefresh {
     sts: Sts,
     output: Output,
     files: Vec<PathBuf>,
+    latest: Latest,
 }
 
 impl StsRefresh {
@@ -57,7 +62,13 @@ impl StsRefresh {
             sts,
             output,
             files: inputs::files(config),
+            latest: Latest::default(),
         }
+    }
+
+    /// The credentials of the last successful refresh, for the endpoint.
+    pub fn latest(&self) -> Latest {
+        self.latest.clone()
     }
 }
 
@@ -67,6 +78,7 @@ impl Refresh for StsRefresh {
     async fn refresh(&mut self) -> Result<Credentials, RefreshError> {
         let creds = self.sts.fetch().await?;
         self.output.write(&creds)?;
+        self.latest.set(creds.clone());
         Ok(creds)
     }
 
@@ -162,11 +174,54 @@ async fn async_run(config: SidecarConfig, once: bool) -> ExitCode {
             error!(error = %e, "the health server stopped");
         }
     });
+    if let Some(addr) = config.endpoint_addr
+        && let Err(code) = serve_endpoint(addr, &config, refresher.latest()).await
+    {
+        return code;
+    }
     let (tx, rx) = mpsc::channel(1);
     let _watch = watch::watch(&inputs::files(&config), tx);
     refresh::run(refresher, config.refresh_before, readiness, rx, shutdown).await;
     info!("shutting down");
     ExitCode::SUCCESS
+}
+
+/// Writes a fresh authorization token, then serves the container-credentials
+/// endpoint on `addr` in the background.
+async fn serve_endpoint(
+    addr: std::net::SocketAddr,
+    config: &SidecarConfig,
+    latest: Latest,
+) -> Result<(), ExitCode> {
+    let token = Token::generate().map_err(|e| {
+        error!(error = %e, "cannot draw a random token for the credentials endpoint");
+        ExitCode::from(EXIT_FAILURE)
+    })?;
+    token.write(&config.output_dir).map_err(|e| {
+        error!(
+            error = %e,
+            "--output-dir {}: cannot write {}",
+            config.output_dir.display(),
+            tempcreds_core::paths::ENDPOINT_TOKEN_FILE
+        );
+        ExitCode::from(EXIT_FAILURE)
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        error!(error = %e, "--endpoint-addr {addr}: cannot listen");
+        ExitCode::from(EXIT_FAILURE)
+    })?;
+    info!(
+        url = tempcreds_core::paths::endpoint_uri(addr),
+        token_file = %config.output_dir.join(tempcreds_core::paths::ENDPOINT_TOKEN_FILE).display(),
+        "serving the container-credentials endpoint"
+    );
+    let server = axum::serve(listener, endpoint::router(token, latest));
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            error!(error = %e, "the credentials endpoint stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Listens for SIGTERM and SIGINT now, and returns a future that completes

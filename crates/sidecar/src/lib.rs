@@ -4,11 +4,13 @@
 //! atomically into the shared volume ([`output`]), refreshes them before they
 //! expire and backs off when STS fails ([`refresh`]), re-authenticates when
 //! the token or key files change ([`watch`]), and reports readiness
-//! ([`health`]). [`app`] ties these together for `tempcreds-sidecar run`;
+//! ([`health`]) and, with `--endpoint-addr`, serves the container-credentials
+//! endpoint ([`endpoint`]). [`app`] ties these together for `tempcreds-sidecar run`;
 //! [`explain`] turns STS errors into a likely cause and fix.
 
 pub mod app;
 pub mod cli;
+pub mod endpoint;
 pub mod explain;
 pub mod health;
 pub mod inputs;
