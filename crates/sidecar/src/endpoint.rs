@@ -214,7 +214,11 @@ mod tests {
         assert_eq!(get(&router, None).await.0, StatusCode::UNAUTHORIZED);
         assert_eq!(get(&router, Some("nope")).await.0, StatusCode::FORBIDDEN);
         assert_eq!(
-            get(&router, Some(&format!("{good}\n"))).await.0,
+            get(&router, Some(&format!("{good}0"))).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            get(&router, Some(&format!("Bearer {good}"))).await.0,
             StatusCode::FORBIDDEN
         );
         assert_eq!(
