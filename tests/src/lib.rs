@@ -6,13 +6,20 @@
 //! - [`ControlPlane`]: the local kube-apiserver that `make test` starts with
 //!   `hack/control-plane.sh` (found through the environment it exports).
 //! - [`tool`]: paths of the installed tools (aws, kubectl, helm, python).
+//! - [`Webhook`]: the real webhook process registered with the API server.
+//! - [`LocalPod`]: an injected pod's sidecar run as a local process.
 //!
 //! Tools are installed by `hack/install-tools.sh` into `TEMPCREDS_CACHE`
 //! (default `~/.cache/tempcreds`); `make test` does that first.
 
+pub mod bins;
 pub mod moto;
+pub mod pod;
+pub mod webhook;
 
 pub use moto::{Moto, StsRequest};
+pub use pod::LocalPod;
+pub use webhook::Webhook;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -289,14 +289,11 @@ fn installs_upgrades_and_uninstalls_cleanly_on_a_real_api_server() {
         "helm uninstall",
     );
     let label = format!("app.kubernetes.io/instance={release}");
-    for kinds in [
-        "deployments,services,serviceaccounts,configmaps,roles,rolebindings,poddisruptionbudgets,secrets",
-    ] {
-        let left = cp
-            .kubectl(&["-n", &ns, "get", kinds, "-l", &label, "-o", "name"])
-            .unwrap();
-        assert_eq!(left.trim(), "", "left behind in {ns}");
-    }
+    let namespaced = "deployments,services,serviceaccounts,configmaps,roles,rolebindings,poddisruptionbudgets,secrets";
+    let left = cp
+        .kubectl(&["-n", &ns, "get", namespaced, "-l", &label, "-o", "name"])
+        .unwrap();
+    assert_eq!(left.trim(), "", "left behind in {ns}");
     let left = cp
         .kubectl(&[
             "get",
