@@ -1,10 +1,13 @@
-//! The command line: `tempcreds-sidecar run [FLAGS] [--once]`.
+//! The command line: `tempcreds-sidecar run [FLAGS] [--once]` and
+//! `tempcreds-sidecar doctor [FLAGS] [--output text|json]`.
 //!
 //! The flags are [`SidecarConfig`], shared with the webhook, which renders
 //! them into the injected container; each is also read from
 //! `TEMPCREDS_<FLAG>`.
 
-use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tempcreds_core::SidecarConfig;
 
 /// Keeps temporary AWS credentials from STS in a shared file, refreshed
@@ -22,6 +25,48 @@ pub struct Cli {
 pub enum Command {
     /// Obtain credentials, write them, and keep them fresh (or once, with --once).
     Run(RunArgs),
+    /// Check the configuration step by step (token, issuer, policies, STS
+    /// calls) and explain what is wrong. Writes nothing. Exit 0 when every
+    /// check passes, 1 when one fails, 64 for bad flags.
+    Doctor(DoctorArgs),
+}
+
+/// `doctor`'s report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// For programs.
+    Json,
+}
+
+/// `doctor`'s arguments: `run`'s, plus how to report and what to expect.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The configuration to check, as given to `run`.
+    #[command(flatten)]
+    pub config: SidecarConfig,
+
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// The audience the role's IAM OIDC provider lists (the projected
+    /// token's audience, annotation tempcreds.io/token-audience).
+    #[arg(
+        long,
+        env = "TEMPCREDS_TOKEN_AUDIENCE",
+        value_name = "AUDIENCE",
+        default_value = "sts.amazonaws.com"
+    )]
+    pub token_audience: String,
+
+    /// An extra CA certificate (PEM) to trust when fetching the issuer's
+    /// discovery document and keys, for private issuers. STS itself trusts
+    /// only public CAs.
+    #[arg(long, value_name = "PATH")]
+    pub issuer_ca_file: Option<PathBuf>,
 }
 
 /// `run`'s arguments.
@@ -59,8 +104,31 @@ mod tests {
             "--once",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
         assert!(args.once);
         assert_eq!(args.config.source, tempcreds_core::Source::Secret);
+    }
+
+    #[test]
+    fn doctor_takes_the_shared_flags_and_its_own() {
+        let cli = Cli::try_parse_from([
+            "tempcreds-sidecar",
+            "doctor",
+            "--source",
+            "web-identity",
+            "--output",
+            "json",
+            "--issuer-ca-file",
+            "/ca.crt",
+        ])
+        .unwrap();
+        let Command::Doctor(args) = cli.command else {
+            panic!("not doctor")
+        };
+        assert_eq!(args.output, OutputFormat::Json);
+        assert_eq!(args.token_audience, "sts.amazonaws.com");
+        assert_eq!(args.issuer_ca_file, Some(PathBuf::from("/ca.crt")));
     }
 }

@@ -19,6 +19,8 @@ pub enum CallKind {
     ChainedAssumeRole,
     /// `GetSessionToken` with long-term keys.
     GetSessionToken,
+    /// `GetCallerIdentity` (`doctor`), which any valid credentials may call.
+    GetCallerIdentity,
 }
 
 /// A likely cause and the fix for an STS failure.
@@ -133,6 +135,12 @@ pub fn explain(call: CallKind, code: &str, message: &str) -> Explanation {
              another partition (or a region not enabled for it)",
             "put a current access key ID in the file given by --access-key-id-file",
         ),
+        "RequestExpired" | "RequestTimeTooSkewed" => clock_skew(),
+        "SignatureDoesNotMatch" | "InvalidSignatureException"
+            if msg.contains("signature expired") || msg.contains("time too skewed") =>
+        {
+            clock_skew()
+        }
         "SignatureDoesNotMatch" | "IncompleteSignature" => permanent(
             "the secret access key does not match the access key ID (or the clock is far off)",
             "check the file given by --secret-access-key-file (a stray character or newline in the Secret) and the node clock",
@@ -146,7 +154,17 @@ pub fn explain(call: CallKind, code: &str, message: &str) -> Explanation {
             "pass fewer or shorter --session-tag and --policy-arn values",
         ),
         "ValidationError" => {
-            if msg.contains("durationseconds") || msg.contains("maxsessionduration") {
+            if msg.contains("role chaining")
+                || (call == CallKind::ChainedAssumeRole && msg.contains("durationseconds"))
+            {
+                permanent(
+                    "the requested session duration is above 1 hour, and STS limits role chaining to 1 hour: \
+                     the credentials that signed this AssumeRole are themselves a role session (a \
+                     --chain-role-arn, or --source ambient running with a node or pod role)",
+                    "set --session-duration to 1h (3600) or less; tempcreds already caps the calls it \
+                     knows are chained (--chain-role-arn)",
+                )
+            } else if msg.contains("durationseconds") || msg.contains("maxsessionduration") {
                 permanent(
                     "the requested session duration exceeds the role's MaxSessionDuration",
                     "lower --session-duration, or raise the role's maximum session duration in IAM",
@@ -213,7 +231,20 @@ fn access_denied(call: CallKind, msg: &str) -> Explanation {
             "the keys' IAM user may not call sts:GetSessionToken (an explicit deny or an SCP)",
             "allow sts:GetSessionToken for the user, or set --role-arn to assume a role",
         ),
+        CallKind::GetCallerIdentity => permanent(
+            "GetCallerIdentity needs no permission, so STS refused the credentials themselves \
+             (an SCP or a permissions boundary denying everything, or a revoked session)",
+            "check the account's service control policies and the role's revoked sessions",
+        ),
     }
+}
+
+fn clock_skew() -> Explanation {
+    permanent(
+        "the request's signature time is more than 5 minutes off STS's clock: the node's clock is wrong",
+        "synchronise the node's clock (chrony or systemd-timesyncd against an NTP server, or the \
+         cloud's time service); `date -u` on the node shows the offset",
+    )
 }
 
 /// Explains a failure to reach STS at all (no HTTP response).
@@ -230,6 +261,88 @@ pub fn explain_unreachable(timed_out: bool) -> Explanation {
             "check --region and --sts-endpoint, the cluster's DNS, and that the pod may open connections to it",
         )
     }
+}
+
+/// What `doctor` finds wrong before calling STS, with the STS error it
+/// would cause, the likely cause and the fix.
+pub mod finding {
+    use super::{Explanation, permanent};
+
+    /// The token's `exp` is in the past.
+    pub const TOKEN_EXPIRED: Explanation = permanent(
+        "the token has expired (STS answers ExpiredTokenException); projected tokens are refreshed by the \
+         kubelet at 80% of their lifetime, so --token-file is not a projected token, the kubelet stopped \
+         refreshing it, or the node's clock is wrong",
+        "mount a projected serviceAccountToken volume (as the webhook injects) and point --token-file at it",
+    );
+
+    /// The token's `nbf` or `iat` is in the future.
+    pub const TOKEN_NOT_YET_VALID: Explanation = permanent(
+        "the token is not valid yet: this machine's clock is behind the API server's",
+        "synchronise the node's clock",
+    );
+
+    /// The token's `aud` lacks the expected audience.
+    pub const AUDIENCE_MISMATCH: Explanation = permanent(
+        "the token's audience is not the one the IAM OIDC provider lists (STS answers \
+         InvalidIdentityToken: Incorrect token audience)",
+        "request the token with the right audience (tempcreds.io/token-audience, default sts.amazonaws.com), \
+         or add the token's audience as a client ID of the IAM OIDC provider",
+    );
+
+    /// The token's issuer is not an `https://` URL.
+    pub const ISSUER_NOT_HTTPS: Explanation = permanent(
+        "STS fetches the issuer's keys over HTTPS only, and the IAM OIDC provider's URL must start with https://",
+        "set the API server's --service-account-issuer to an https:// URL that serves the discovery document",
+    );
+
+    /// The issuer's host is not publicly routable.
+    pub const ISSUER_NOT_PUBLIC: Explanation = permanent(
+        "STS fetches the discovery document and keys from the public internet; a loopback, private or \
+         cluster-internal issuer is unreachable for it (InvalidIdentityToken: Couldn't retrieve verification key)",
+        "publish /.well-known/openid-configuration and the JWKS at a public HTTPS URL (an S3 bucket or the \
+         managed cluster's OIDC URL) and set the API server's --service-account-issuer to it",
+    );
+
+    /// The discovery document or keys could not be fetched from here.
+    pub const ISSUER_UNREACHABLE: Explanation = permanent(
+        "the issuer's discovery document could not be fetched from here; this may be only this pod's \
+         egress, but STS must reach the same URL anonymously over the public internet, or it answers \
+         InvalidIdentityToken: Couldn't retrieve verification key",
+        "check that `curl <iss>/.well-known/openid-configuration` works from outside the cluster without credentials",
+    );
+
+    /// The issuer wants authentication for discovery.
+    pub const DISCOVERY_NEEDS_AUTH: Explanation = permanent(
+        "the issuer refused an anonymous request; STS fetches the discovery document and keys anonymously. \
+         The Kubernetes API server serves them only to clients bound to system:service-account-issuer-discovery",
+        "allow anonymous discovery (kubectl create clusterrolebinding oidc-discovery \
+         --clusterrole=system:service-account-issuer-discovery --group=system:unauthenticated) or publish \
+         the documents elsewhere (an S3 bucket) as the issuer",
+    );
+
+    /// The discovery document's `issuer` differs from the token's `iss`.
+    pub const ISSUER_MISMATCH: Explanation = permanent(
+        "the discovery document names a different issuer than the token's iss claim; OIDC clients, STS \
+         included, refuse that",
+        "make --service-account-issuer and the published discovery document agree exactly (scheme, host, path, no trailing slash)",
+    );
+
+    /// The token's `kid` is not among the issuer's published keys.
+    pub const KID_NOT_PUBLISHED: Explanation = permanent(
+        "the key that signed the token is not among the issuer's published keys (STS answers \
+         InvalidIdentityToken): the token comes from another cluster or signing key, the keys were \
+         rotated without republishing the JWKS, or the token was forged",
+        "publish the API server's current service-account public keys in the JWKS (kubectl get --raw \
+         /openid/v1/jwks shows them) and use a token from this cluster",
+    );
+
+    /// The signature does not verify with the published key of that `kid`.
+    pub const SIGNATURE_INVALID: Explanation = permanent(
+        "the token's signature does not verify with the published key of the same kid: the token was \
+         altered, or another key was published under that kid",
+        "use the token the kubelet projects, unchanged, and republish the API server's public keys",
+    );
 }
 
 #[cfg(test)]
@@ -323,6 +436,38 @@ mod tests {
             "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
         );
         assert!(duration.fix.contains("--session-duration"), "{duration}");
+    }
+
+    #[test]
+    fn chained_duration_and_clock_skew() {
+        let chained = explain(
+            CallKind::AssumeRole,
+            "ValidationError",
+            "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.",
+        );
+        assert!(
+            chained.cause.contains("1 hour") && chained.fix.contains("3600"),
+            "{chained}"
+        );
+        let max = explain(
+            CallKind::AssumeRole,
+            "ValidationError",
+            "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+        );
+        assert!(max.cause.contains("MaxSessionDuration"), "{max}");
+        let skew = explain(
+            CallKind::AssumeRole,
+            "SignatureDoesNotMatch",
+            "Signature expired: 20240101T000000Z is now earlier than 20240101T001500Z (20240101T002000Z - 5 min.)",
+        );
+        assert!(skew.cause.contains("clock"), "{skew}");
+        assert!(
+            explain(CallKind::GetSessionToken, "RequestExpired", "")
+                .fix
+                .contains("clock")
+        );
+        let denied = explain(CallKind::GetCallerIdentity, "AccessDenied", "");
+        assert!(denied.cause.contains("needs no permission"), "{denied}");
     }
 
     #[test]

@@ -7,15 +7,23 @@
 //! ([`health`]) and, with `--endpoint-addr`, serves the container-credentials
 //! endpoint ([`endpoint`]). [`app`] ties these together for `tempcreds-sidecar run`;
 //! [`explain`] turns STS errors into a likely cause and fix.
+//!
+//! `tempcreds-sidecar doctor` ([`doctor`]) checks a configuration step by
+//! step: the token ([`token`]), its issuer's published keys ([`issuer`]), the
+//! IAM policies it needs ([`policy`]) and the STS calls themselves.
 
 pub mod app;
 pub mod cli;
+pub mod doctor;
 pub mod endpoint;
 pub mod explain;
 pub mod health;
 pub mod inputs;
+pub mod issuer;
 pub mod logging;
 pub mod output;
+pub mod policy;
 pub mod refresh;
 pub mod sts;
+pub mod token;
 pub mod watch;

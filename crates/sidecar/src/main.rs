@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tempcreds_sidecar::cli::{Cli, Command};
-use tempcreds_sidecar::{app, logging};
+use tempcreds_sidecar::{app, doctor, logging};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -21,5 +21,6 @@ fn main() -> ExitCode {
     logging::init();
     match cli.command {
         Command::Run(args) => app::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }

@@ -125,6 +125,41 @@ impl FetchError {
     }
 }
 
+/// One successful call of a chain (for `doctor`): no secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The STS action.
+    pub action: &'static str,
+    /// The role, or "with the long-term keys".
+    pub target: String,
+    /// The access key ID of the credentials it returned.
+    pub access_key_id: String,
+    /// Their expiry, RFC 3339 in UTC.
+    pub expiration: String,
+}
+
+impl CallRecord {
+    fn new(action: &'static str, target: String, creds: &Credentials) -> CallRecord {
+        CallRecord {
+            action,
+            target,
+            access_key_id: creds.access_key_id.clone(),
+            expiration: creds.expiration_rfc3339(),
+        }
+    }
+}
+
+/// Who STS says signed a `GetCallerIdentity` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerIdentity {
+    /// The account ID.
+    pub account: String,
+    /// The caller's ARN (a user, a role, or an assumed-role session).
+    pub arn: String,
+    /// The access key ID that signed the call.
+    pub access_key_id: String,
+}
+
 /// Credentials used to sign the next call of the chain.
 struct Signer {
     access_key_id: String,
@@ -211,6 +246,16 @@ impl Sts {
 
     /// Runs one call chain and returns the final credentials.
     pub async fn fetch(&self) -> Result<Credentials, FetchError> {
+        self.fetch_traced(&mut Vec::new()).await
+    }
+
+    /// Like [`Sts::fetch`], recording each successful call in `trace` (for
+    /// `doctor`, which shows the chain call by call; a failing call is the
+    /// error returned).
+    pub async fn fetch_traced(
+        &self,
+        trace: &mut Vec<CallRecord>,
+    ) -> Result<Credentials, FetchError> {
         let cfg = &self.config;
         let first_duration = cfg.session_duration;
         let chained = cfg.chained_duration();
@@ -222,8 +267,15 @@ impl Sts {
                     .as_deref()
                     .expect("validate() requires --token-file with --source web-identity");
                 let token = inputs::read_token(path)?;
-                self.assume_role_with_web_identity(role, &token, chain.is_empty())
-                    .await?
+                let creds = self
+                    .assume_role_with_web_identity(role, &token, chain.is_empty())
+                    .await?;
+                trace.push(CallRecord::new(
+                    "AssumeRoleWithWebIdentity",
+                    role.to_string(),
+                    &creds,
+                ));
+                creds
             }
             (Source::Secret, role) => {
                 let keys = inputs::read_keys(
@@ -248,9 +300,19 @@ impl Sts {
                             first_assume_role: true,
                             last: chain.is_empty(),
                         };
-                        self.assume_role(&signer, call).await?
+                        let creds = self.assume_role(&signer, call).await?;
+                        trace.push(CallRecord::new("AssumeRole", role.to_string(), &creds));
+                        creds
                     }
-                    None => self.get_session_token(&signer).await?,
+                    None => {
+                        let creds = self.get_session_token(&signer).await?;
+                        trace.push(CallRecord::new(
+                            "GetSessionToken",
+                            "with the long-term keys".into(),
+                            &creds,
+                        ));
+                        creds
+                    }
                 }
             }
             (Source::Ambient, Some(role)) => {
@@ -262,7 +324,9 @@ impl Sts {
                     first_assume_role: true,
                     last: chain.is_empty(),
                 };
-                self.assume_role(&signer, call).await?
+                let creds = self.assume_role(&signer, call).await?;
+                trace.push(CallRecord::new("AssumeRole", role.to_string(), &creds));
+                creds
             }
             (Source::WebIdentity | Source::Ambient, None) => {
                 unreachable!(
@@ -280,8 +344,63 @@ impl Sts {
                 last: i + 1 == chain.len(),
             };
             creds = self.assume_role(&Signer::from(&creds), call).await?;
+            trace.push(CallRecord::new("AssumeRole", role.to_string(), &creds));
         }
         Ok(creds)
+    }
+
+    /// `GetCallerIdentity` signed the way the first call of the chain is:
+    /// with the long-term keys (`secret`) or the default chain's credentials
+    /// (`ambient`). `None` for `web-identity`, whose first call is unsigned.
+    pub async fn source_caller_identity(&self) -> Option<Result<CallerIdentity, FetchError>> {
+        let cfg = &self.config;
+        let signer = match cfg.source {
+            Source::WebIdentity => return None,
+            Source::Ambient => self.ambient().await,
+            Source::Secret => match (&cfg.access_key_id_file, &cfg.secret_access_key_file) {
+                (Some(id), Some(secret)) => inputs::read_keys(id, secret)
+                    .map(|keys| Signer {
+                        access_key_id: keys.access_key_id,
+                        secret_access_key: keys.secret_access_key,
+                        session_token: None,
+                    })
+                    .map_err(FetchError::from),
+                _ => return None,
+            },
+        };
+        let target = match cfg.source {
+            Source::Ambient => "with the default credential chain",
+            _ => "with the long-term keys",
+        };
+        Some(match signer {
+            Ok(signer) => self.get_caller_identity(&signer, target.into()).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    /// `GetCallerIdentity` signed with `creds` (the chain's result).
+    pub async fn caller_identity(&self, creds: &Credentials) -> Result<CallerIdentity, FetchError> {
+        self.get_caller_identity(&Signer::from(creds), "with the new credentials".into())
+            .await
+    }
+
+    async fn get_caller_identity(
+        &self,
+        signer: &Signer,
+        target: String,
+    ) -> Result<CallerIdentity, FetchError> {
+        let action = "GetCallerIdentity";
+        let out = self
+            .client(Some(signer))
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(action, target.clone(), CallKind::GetCallerIdentity, e))?;
+        Ok(CallerIdentity {
+            account: out.account().unwrap_or_default().to_owned(),
+            arn: out.arn().unwrap_or_default().to_owned(),
+            access_key_id: signer.access_key_id.clone(),
+        })
     }
 
     fn client(&self, signer: Option<&Signer>) -> aws_sdk_sts::Client {
