@@ -11,6 +11,20 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
     tempcreds_core::parse_duration(s).map_err(|e| e.to_string())
 }
 
+fn namespaced_name(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name))
+            if tempcreds_core::spec::is_dns_subdomain(ns)
+                && tempcreds_core::spec::is_dns_subdomain(name) =>
+        {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!(
+            "{s:?} is not NAMESPACE/NAME (e.g. tempcreds/tempcreds-tls)"
+        )),
+    }
+}
+
 /// tempcreds' mutating admission webhook: injects the credential sidecar
 /// into pods that opt in with `tempcreds.io/` annotations.
 #[derive(Debug, Parser)]
@@ -51,12 +65,56 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TEMPCREDS_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
-    /// PEM certificate chain (leaf first); reloaded when it changes.
-    #[arg(long, env = "TEMPCREDS_TLS_CERT_FILE", value_name = "FILE")]
-    pub tls_cert_file: PathBuf,
+    /// PEM certificate chain (leaf first); reloaded when it changes. Give
+    /// either the two files or `--tls-self-managed-secret`.
+    #[arg(
+        long,
+        env = "TEMPCREDS_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file",
+        required_unless_present = "tls_self_managed_secret",
+        conflicts_with = "tls_self_managed_secret"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
     /// PEM private key; reloaded when it changes.
-    #[arg(long, env = "TEMPCREDS_TLS_KEY_FILE", value_name = "FILE")]
-    pub tls_key_file: PathBuf,
+    #[arg(
+        long,
+        env = "TEMPCREDS_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// Self-managed certificates: the Secret (`NAMESPACE/NAME`) where the
+    /// webhook keeps its own CA and serving certificate, issuing and renewing
+    /// them itself, and setting the caBundle of `--webhook-configuration`.
+    #[arg(
+        long,
+        env = "TEMPCREDS_TLS_SELF_MANAGED_SECRET",
+        value_name = "NAMESPACE/NAME",
+        value_parser = namespaced_name,
+        requires_all = ["tls_dns_names", "webhook_configuration"]
+    )]
+    pub tls_self_managed_secret: Option<(String, String)>,
+    /// Names the self-managed serving certificate is valid for (the
+    /// Service's DNS name, e.g. `tempcreds.tempcreds.svc`; an IP address is
+    /// accepted for local runs). Repeatable.
+    #[arg(
+        long = "tls-dns-name",
+        env = "TEMPCREDS_TLS_DNS_NAME",
+        value_name = "NAME",
+        value_delimiter = ',',
+        requires = "tls_self_managed_secret"
+    )]
+    pub tls_dns_names: Vec<String>,
+    /// The MutatingWebhookConfiguration whose caBundle the webhook keeps
+    /// equal to its self-managed CA.
+    #[arg(
+        long,
+        env = "TEMPCREDS_WEBHOOK_CONFIGURATION",
+        value_name = "NAME",
+        requires = "tls_self_managed_secret"
+    )]
+    pub webhook_configuration: Option<String>,
     /// Cluster config (YAML); reloaded when it changes.
     #[arg(long, env = "TEMPCREDS_CONFIG", value_name = "FILE")]
     pub config: PathBuf,

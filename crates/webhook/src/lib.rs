@@ -3,7 +3,8 @@
 //! [`mutate::mutate`] is the pure mutation (pod in, JSON patch out); the other
 //! modules put I/O around it: the HTTPS server ([`server`], [`tls`]), the
 //! cluster configuration file ([`config`]), file reloading ([`watch`]),
-//! ServiceAccount defaults from the API ([`sa_cache`]), the metrics
+//! ServiceAccount defaults from the API ([`sa_cache`]), self-managed
+//! certificates ([`selfcert`], [`selfcert_sync`]), the metrics
 //! ([`metrics`]), the command line ([`cli`]) and offline injection into
 //! manifests ([`inject_cmd`]).
 
@@ -13,6 +14,8 @@ pub mod inject_cmd;
 pub mod metrics;
 pub mod mutate;
 pub mod sa_cache;
+pub mod selfcert;
+pub mod selfcert_sync;
 pub mod server;
 pub mod tls;
 pub mod watch;

@@ -116,6 +116,7 @@ fn parse(der: &[u8]) -> Option<Parsed> {
                 .iter()
                 .filter_map(|n| match n {
                     GeneralName::DNSName(d) => Some((*d).to_owned()),
+                    GeneralName::IPAddress(b) => ip_text(b),
                     _ => None,
                 })
                 .collect()
@@ -129,6 +130,18 @@ fn parse(der: &[u8]) -> Option<Parsed> {
         issuer: cert.issuer().as_raw().to_vec(),
         subject: cert.subject().as_raw().to_vec(),
     })
+}
+
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes)
+            .ok()
+            .map(|b| std::net::Ipv4Addr::from(b).to_string()),
+        16 => <[u8; 16]>::try_from(bytes)
+            .ok()
+            .map(|b| std::net::Ipv6Addr::from(b).to_string()),
+        _ => None,
+    }
 }
 
 fn remaining(p: &Parsed, now: OffsetDateTime) -> i64 {
@@ -161,9 +174,7 @@ pub fn judge(stored: Option<&Material>, dns_names: &[String], now: OffsetDateTim
         return Verdict::ReissueLeaf("the serving certificate is not from the current CA".into());
     }
     if let Some(missing) = dns_names.iter().find(|d| !leaf.dns_names.contains(d)) {
-        return Verdict::ReissueLeaf(format!(
-            "the serving certificate does not name {missing}"
-        ));
+        return Verdict::ReissueLeaf(format!("the serving certificate does not name {missing}"));
     }
     if leaf.not_before > now.unix_timestamp() + 300 {
         return Verdict::ReissueLeaf("the serving certificate is not valid yet".into());
@@ -177,9 +188,10 @@ pub fn judge(stored: Option<&Material>, dns_names: &[String], now: OffsetDateTim
 fn ca_params(now: OffsetDateTime) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("tempcreds-webhook-ca-{}", now.unix_timestamp()));
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("tempcreds-webhook-ca-{}", now.unix_timestamp()),
+    );
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -201,7 +213,9 @@ fn leaf(
     };
     let mut params = CertificateParams::new(dns_names.to_vec()).map_err(err)?;
     if let Some(first) = dns_names.first() {
-        params.distinguished_name.push(DnType::CommonName, first.clone());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, first.clone());
     }
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -221,10 +235,7 @@ pub fn issue(
     dns_names: &[String],
     now: OffsetDateTime,
 ) -> Result<Option<Material>, IssueError> {
-    let ca_err = |source| IssueError {
-        what: "CA",
-        source,
-    };
+    let ca_err = |source| IssueError { what: "CA", source };
     match verdict {
         Verdict::Keep => Ok(None),
         Verdict::ReissueLeaf(_) => {
@@ -318,14 +329,25 @@ mod tests {
         let m = fresh(now);
         let later = now + LEAF_LIFETIME - LEAF_RENEW_BEFORE + time::Duration::days(1);
         let v = judge(Some(&m), &dns(), later);
-        assert!(matches!(v, Verdict::ReissueLeaf(ref r) if r.contains("120 days")), "{v:?}");
+        assert!(
+            matches!(v, Verdict::ReissueLeaf(ref r) if r.contains("120 days")),
+            "{v:?}"
+        );
         let renewed = issue(&v, Some(&m), &dns(), later).unwrap().unwrap();
         assert_eq!(renewed.ca_bundle, m.ca_bundle);
         assert_ne!(renewed.tls_cert, m.tls_cert);
         assert_eq!(judge(Some(&renewed), &dns(), later), Verdict::Keep);
 
+        let ip = vec!["127.0.0.1".to_owned()];
+        let m_ip = issue(&judge(None, &ip, now), None, &ip, now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(judge(Some(&m_ip), &ip, now), Verdict::Keep);
+
         let other = vec!["other.ns.svc".to_owned()];
-        assert!(matches!(judge(Some(&m), &other, now), Verdict::ReissueLeaf(ref r) if r.contains("other.ns.svc")));
+        assert!(
+            matches!(judge(Some(&m), &other, now), Verdict::ReissueLeaf(ref r) if r.contains("other.ns.svc"))
+        );
     }
 
     #[test]
@@ -337,7 +359,10 @@ mod tests {
         assert!(matches!(v, Verdict::RenewCa(_)), "{v:?}");
         let renewed = issue(&v, Some(&m), &dns(), later).unwrap().unwrap();
         assert_eq!(pem_blocks(&renewed.ca_bundle).len(), 2);
-        assert_eq!(pem_blocks(&renewed.ca_bundle)[1], pem_blocks(&m.ca_bundle)[0]);
+        assert_eq!(
+            pem_blocks(&renewed.ca_bundle)[1],
+            pem_blocks(&m.ca_bundle)[0]
+        );
         assert_eq!(judge(Some(&renewed), &dns(), later), Verdict::Keep);
     }
 
@@ -350,9 +375,15 @@ mod tests {
             tls_cert: "junk".into(),
             tls_key: "junk".into(),
         };
-        assert!(matches!(judge(Some(&junk), &dns(), now), Verdict::RenewCa(_)));
+        assert!(matches!(
+            judge(Some(&junk), &dns(), now),
+            Verdict::RenewCa(_)
+        ));
         let mut m = fresh(now);
         m.tls_cert = "junk".into();
-        assert!(matches!(judge(Some(&m), &dns(), now), Verdict::ReissueLeaf(_)));
+        assert!(matches!(
+            judge(Some(&m), &dns(), now),
+            Verdict::ReissueLeaf(_)
+        ));
     }
 }

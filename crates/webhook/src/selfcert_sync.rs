@@ -108,7 +108,10 @@ pub async fn ensure_secret(
         source,
     };
     for attempt in 0.. {
-        let current = api.get_opt(&target.secret).await.map_err(|e| err("read", e))?;
+        let current = api
+            .get_opt(&target.secret)
+            .await
+            .map_err(|e| err("read", e))?;
         let stored = current.as_ref().and_then(material_of);
         let now = OffsetDateTime::now_utc();
         let verdict = selfcert::judge(stored.as_ref(), &target.dns_names, now);
@@ -175,7 +178,13 @@ pub async fn ensure_ca_bundle(
     let want = ca_bundle.as_bytes();
     let mut ops = Vec::new();
     for (i, hook) in mwc.webhooks.iter().flatten().enumerate() {
-        if hook.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(want) {
+        if hook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.as_slice())
+            != Some(want)
+        {
             ops.push(serde_json::json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": hook.name}));
             ops.push(serde_json::json!({
                 "op": "add",

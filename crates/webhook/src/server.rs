@@ -35,6 +35,7 @@ use crate::config::ClusterConfig;
 use crate::metrics::{Metrics, Reloaded, RequestResult};
 use crate::mutate::{self, Context, Outcome};
 use crate::sa_cache::ServiceAccounts;
+use crate::selfcert_sync::{self, SelfCertTarget};
 use crate::tls::CertStore;
 
 /// Largest request body accepted (the API server's own limit for a pod is
@@ -349,19 +350,45 @@ pub async fn serve(
     }
 }
 
+/// Where the serving certificate comes from.
+#[derive(Debug)]
+enum Certs {
+    /// PEM files, reloaded when they change.
+    Files(Arc<CertStore>),
+    /// The webhook's own CA and certificate, kept in a Secret.
+    SelfManaged(SelfCertTarget),
+}
+
 /// Everything `serve` needs, checked before any port is bound.
 #[derive(Debug)]
 pub struct Prepared {
     args: ServeArgs,
     config: ClusterConfig,
-    certs: Arc<CertStore>,
+    certs: Certs,
 }
 
 /// Loads and checks the config file and the certificate; every problem is
 /// reported before anything is bound.
 pub fn prepare(args: ServeArgs) -> anyhow::Result<Prepared> {
     let config = ClusterConfig::load(&args.config);
-    let certs = CertStore::open(&args.tls_cert_file, &args.tls_key_file);
+    let certs = match (
+        &args.tls_cert_file,
+        &args.tls_key_file,
+        &args.tls_self_managed_secret,
+    ) {
+        (Some(cert), Some(key), _) => CertStore::open(cert, key)
+            .map(Certs::Files)
+            .map_err(|e| crate::error_chain(&e)),
+        (_, _, Some((namespace, secret))) => Ok(Certs::SelfManaged(SelfCertTarget {
+            namespace: namespace.clone(),
+            secret: secret.clone(),
+            dns_names: args.tls_dns_names.clone(),
+            webhook_configuration: args.webhook_configuration.clone().unwrap_or_default(),
+        })),
+        _ => {
+            Err("give --tls-cert-file and --tls-key-file, or --tls-self-managed-secret".to_owned())
+        }
+    };
     match (config, certs) {
         (Ok(config), Ok(certs)) => Ok(Prepared {
             args,
@@ -374,11 +401,49 @@ pub fn prepare(args: ServeArgs) -> anyhow::Result<Prepared> {
                 problems.push(crate::error_chain(&e));
             }
             if let Err(e) = certs {
-                problems.push(crate::error_chain(&e));
+                problems.push(e);
             }
             anyhow::bail!("{}", problems.join("\n"))
         }
     }
+}
+
+/// Issues or adopts the self-managed certificate before serving, sets the
+/// caBundle, and keeps both current in the background.
+async fn self_managed(
+    target: SelfCertTarget,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Arc<CertStore>, tokio::task::JoinHandle<()>)> {
+    let client = kube::Client::try_default().await.context(
+        "self-managed certificates need access to the API server (in-cluster config or KUBECONFIG)",
+    )?;
+    let material = selfcert_sync::ensure_secret(&client, &target)
+        .await
+        .map_err(|e| anyhow::anyhow!(crate::error_chain(&e)))?;
+    let store = CertStore::from_memory(
+        material.tls_cert.as_bytes(),
+        material.tls_key.as_bytes(),
+        &format!("Secret {}/{}", target.namespace, target.secret),
+    )
+    .map_err(|e| anyhow::anyhow!(crate::error_chain(&e)))?;
+    if let Err(e) =
+        selfcert_sync::ensure_ca_bundle(&client, &target.webhook_configuration, &material.ca_bundle)
+            .await
+    {
+        // Serving still helps: another replica or a later retry fixes it.
+        tracing::warn!(error = %crate::error_chain(&e), "could not set the caBundle yet; will retry");
+    }
+    let installed = store.clone();
+    let task = tokio::spawn(selfcert_sync::maintain(
+        client,
+        target,
+        material,
+        move |m| {
+            installed.install_pem(m.tls_cert.as_bytes(), m.tls_key.as_bytes(), &metrics);
+        },
+        std::future::pending(),
+    ));
+    Ok((store, task))
 }
 
 /// Runs `serve` until `shutdown`: binds the listener, starts the
@@ -390,6 +455,19 @@ pub async fn run(prepared: Prepared, shutdown: impl Future<Output = ()>) -> anyh
         certs,
     } = prepared;
     let metrics = Arc::new(Metrics::default());
+    let (certs, _cert_maintainer) = match certs {
+        Certs::Files(store) => {
+            let reload_metrics = metrics.clone();
+            let reload_certs = store.clone();
+            let reloader =
+                crate::watch::spawn_reloader(&store.paths(), args.reload_interval, move || {
+                    reload_certs.reload(&reload_metrics);
+                })
+                .context("watching the certificate directory")?;
+            (store, reloader)
+        }
+        Certs::SelfManaged(target) => self_managed(target, metrics.clone()).await?,
+    };
     let tls = certs
         .server_config()
         .context("building the TLS configuration")?;
@@ -405,13 +483,6 @@ pub async fn run(prepared: Prepared, shutdown: impl Future<Output = ()>) -> anyh
         metrics.clone(),
         args.reload_interval,
     )?;
-    let reload_metrics = metrics.clone();
-    let reload_certs = certs.clone();
-    let _tls_reloader =
-        crate::watch::spawn_reloader(&certs.paths(), args.reload_interval, move || {
-            reload_certs.reload(&reload_metrics);
-        })
-        .context("watching the certificate directory")?;
 
     let service_accounts = ServiceAccounts::connect(metrics.clone()).await;
     let state = Arc::new(AppState {

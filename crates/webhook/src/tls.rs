@@ -69,9 +69,19 @@ pub fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Certif
             source,
         })
     };
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    from_pem(&read(cert)?, &read(key)?, cert, key, provider)
+}
+
+/// Builds a certificate chain and its key from PEM text; `cert` and `key`
+/// name where the text came from, for error messages.
+pub fn from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
         .filter_map(Result::ok)
         .collect();
     if chain.is_empty() {
@@ -79,7 +89,7 @@ pub fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Certif
             path: cert.to_owned(),
         });
     }
-    let private_key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let private_key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
         .ok()
         .flatten()
         .ok_or_else(|| TlsError::NoKey {
@@ -145,6 +155,51 @@ impl CertStore {
                         "new serving certificate not loaded; still serving the previous one"
                     );
                 }
+                false
+            }
+        }
+    }
+
+    /// A store for a certificate held in memory (self-managed certificates,
+    /// see [`crate::selfcert_sync`]); `source` names where it came from in
+    /// messages. It is replaced with [`CertStore::install_pem`], not
+    /// reloaded from files.
+    pub fn from_memory(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        source: &str,
+    ) -> Result<Arc<CertStore>, TlsError> {
+        let provider = provider();
+        let path = PathBuf::from(source);
+        let first = from_pem(cert_pem, key_pem, &path, &path, &provider)?;
+        Ok(Arc::new(CertStore {
+            current: ArcSwap::from_pointee(first),
+            last_error: Default::default(),
+            cert_path: path.clone(),
+            key_path: path,
+            provider,
+        }))
+    }
+
+    /// Serves a new certificate from PEM text, keeping the current one when
+    /// the new one does not load.
+    pub fn install_pem(&self, cert_pem: &[u8], key_pem: &[u8], metrics: &Metrics) -> bool {
+        match from_pem(
+            cert_pem,
+            key_pem,
+            &self.cert_path,
+            &self.key_path,
+            &self.provider,
+        ) {
+            Ok(new) => {
+                self.current.store(Arc::new(new));
+                metrics.record_reload(Reloaded::Tls, true);
+                tracing::info!(source = %self.cert_path.display(), "serving certificate replaced");
+                true
+            }
+            Err(e) => {
+                metrics.record_reload(Reloaded::Tls, false);
+                tracing::warn!(error = %crate::error_chain(&e), "new serving certificate not loaded; still serving the previous one");
                 false
             }
         }
