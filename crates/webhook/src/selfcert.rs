@@ -227,30 +227,30 @@ fn leaf(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// Issues what `verdict` asks for, keeping what is still good in `stored`.
-/// Returns `None` for [`Verdict::Keep`].
+/// Issues what `verdict` asks for, keeping what is still good in `stored`
+/// ([`Verdict::Keep`] returns `stored` itself; with nothing stored, every
+/// verdict means a new CA).
 pub fn issue(
     verdict: &Verdict,
     stored: Option<&Material>,
     dns_names: &[String],
     now: OffsetDateTime,
-) -> Result<Option<Material>, IssueError> {
+) -> Result<Material, IssueError> {
     let ca_err = |source| IssueError { what: "CA", source };
-    match verdict {
-        Verdict::Keep => Ok(None),
-        Verdict::ReissueLeaf(_) => {
-            let m = stored.ok_or_else(|| ca_err(rcgen::Error::CouldNotParseCertificate))?;
+    match (verdict, stored) {
+        (Verdict::Keep, Some(m)) => Ok(m.clone()),
+        (Verdict::ReissueLeaf(_), Some(m)) => {
             let ca_key = KeyPair::from_pem(&m.ca_key).map_err(ca_err)?;
             let issuer = Issuer::from_ca_cert_pem(&m.ca_bundle, ca_key).map_err(ca_err)?;
             let (tls_cert, tls_key) = leaf(&issuer, dns_names, now)?;
-            Ok(Some(Material {
+            Ok(Material {
                 ca_bundle: m.ca_bundle.clone(),
                 ca_key: m.ca_key.clone(),
                 tls_cert,
                 tls_key,
-            }))
+            })
         }
-        Verdict::RenewCa(_) => {
+        (Verdict::RenewCa(_), _) | (_, None) => {
             let key = KeyPair::generate().map_err(ca_err)?;
             let params = ca_params(now);
             let ca_cert = params.self_signed(&key).map_err(ca_err)?;
@@ -268,12 +268,12 @@ pub fn issue(
                     }
                 }
             }
-            Ok(Some(Material {
+            Ok(Material {
                 ca_bundle,
                 ca_key,
                 tls_cert,
                 tls_key,
-            }))
+            })
         }
     }
 }
@@ -300,7 +300,7 @@ mod tests {
 
     fn fresh(now: OffsetDateTime) -> Material {
         let v = judge(None, &dns(), now);
-        issue(&v, None, &dns(), now).unwrap().unwrap()
+        issue(&v, None, &dns(), now).unwrap()
     }
 
     #[test]
@@ -333,15 +333,13 @@ mod tests {
             matches!(v, Verdict::ReissueLeaf(ref r) if r.contains("120 days")),
             "{v:?}"
         );
-        let renewed = issue(&v, Some(&m), &dns(), later).unwrap().unwrap();
+        let renewed = issue(&v, Some(&m), &dns(), later).unwrap();
         assert_eq!(renewed.ca_bundle, m.ca_bundle);
         assert_ne!(renewed.tls_cert, m.tls_cert);
         assert_eq!(judge(Some(&renewed), &dns(), later), Verdict::Keep);
 
         let ip = vec!["127.0.0.1".to_owned()];
-        let m_ip = issue(&judge(None, &ip, now), None, &ip, now)
-            .unwrap()
-            .unwrap();
+        let m_ip = issue(&judge(None, &ip, now), None, &ip, now).unwrap();
         assert_eq!(judge(Some(&m_ip), &ip, now), Verdict::Keep);
 
         let other = vec!["other.ns.svc".to_owned()];
@@ -357,7 +355,7 @@ mod tests {
         let later = now + CA_LIFETIME - CA_RENEW_BEFORE + time::Duration::days(1);
         let v = judge(Some(&m), &dns(), later);
         assert!(matches!(v, Verdict::RenewCa(_)), "{v:?}");
-        let renewed = issue(&v, Some(&m), &dns(), later).unwrap().unwrap();
+        let renewed = issue(&v, Some(&m), &dns(), later).unwrap();
         assert_eq!(pem_blocks(&renewed.ca_bundle).len(), 2);
         assert_eq!(
             pem_blocks(&renewed.ca_bundle)[1],

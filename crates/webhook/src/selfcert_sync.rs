@@ -115,10 +115,10 @@ pub async fn ensure_secret(
         let stored = current.as_ref().and_then(material_of);
         let now = OffsetDateTime::now_utc();
         let verdict = selfcert::judge(stored.as_ref(), &target.dns_names, now);
-        let Some(fresh) = selfcert::issue(&verdict, stored.as_ref(), &target.dns_names, now)?
-        else {
-            return Ok(stored.expect("Keep is only judged for stored material"));
-        };
+        if let (Verdict::Keep, Some(stored)) = (&verdict, &stored) {
+            return Ok(stored.clone());
+        }
+        let fresh = selfcert::issue(&verdict, stored.as_ref(), &target.dns_names, now)?;
         let reason = match &verdict {
             Verdict::ReissueLeaf(r) | Verdict::RenewCa(r) => r.as_str(),
             Verdict::Keep => "",
@@ -206,10 +206,9 @@ pub async fn ensure_ca_bundle(
 }
 
 /// Keeps certificate, Secret and caBundle in step until `shutdown` resolves,
-/// calling `install` with every new serving certificate. The first
-/// reconciliation happens before this returns its future's first poll
-/// result only in the sense that callers should call [`ensure_secret`] once
-/// themselves before serving; this loop then maintains it.
+/// calling `install` with every new serving certificate. `current` is what
+/// the caller serves already: call [`ensure_secret`] once before serving,
+/// then hand its result to this loop.
 pub async fn maintain(
     client: kube::Client,
     target: SelfCertTarget,
