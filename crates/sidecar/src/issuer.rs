@@ -180,7 +180,7 @@ pub enum VerifyError {
 
 /// Verifies `jwt`'s signature with `key` (RS256/384/512, ES256/384).
 pub fn verify(jwt: &Jwt, key: &Jwk) -> Result<(), VerifyError> {
-    use ring::signature::{self as sig, RsaPublicKeyComponents, UnparsedPublicKey};
+    use aws_lc_rs::signature::{self as sig, RsaPublicKeyComponents, UnparsedPublicKey};
     let b64 = |v: &Option<String>| {
         v.as_deref()
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
@@ -316,7 +316,7 @@ impl Client {
             }
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
@@ -453,12 +453,12 @@ mod tests {
 
     #[test]
     fn es256_signatures_verify_and_forgeries_do_not() {
-        use ring::rand::SystemRandom;
-        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
         let point = pair.public_key().as_ref();
         let jwk = Jwk {
             kty: "EC".into(),
