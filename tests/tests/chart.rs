@@ -308,3 +308,176 @@ fn installs_upgrades_and_uninstalls_cleanly_on_a_real_api_server() {
     cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
         .unwrap();
 }
+
+/// The installed chart's webhook, run as a local process with the chart's
+/// own arguments, ConfigMap and ServiceAccount (a token for it, so exactly
+/// the chart's RBAC applies): in self-managed mode it fills the chart's
+/// Secret, sets the caBundle and serves a certificate for the Service name.
+/// This proves the Deployment's arguments, the config format and the
+/// least-privilege RBAC fit the binary.
+#[test]
+fn the_charts_webhook_runs_with_the_charts_arguments_config_and_rbac() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let cp = ControlPlane::from_env();
+    let suffix = unique_suffix();
+    let ns = format!("tempcreds-run-{suffix}");
+    let release = format!("tc{suffix}");
+    let chart = chart();
+    let selector = format!("webhook.namespaceSelector.matchLabels.chart-test={suffix}");
+    ok(
+        helm(
+            &[
+                "install",
+                &release,
+                chart.to_str().unwrap(),
+                "--namespace",
+                &ns,
+                "--create-namespace",
+                "--set",
+                &selector,
+            ],
+            Some(&cp.kubeconfig),
+        ),
+        "helm install",
+    );
+    let name = format!("{release}-tempcreds");
+    let work = tempfile::tempdir().unwrap();
+
+    // The chart's ServiceAccount, as the pod would run.
+    let token = cp
+        .kubectl(&["-n", &ns, "create", "token", &name, "--duration", "1h"])
+        .unwrap();
+    let kubeconfig = work.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+            cp.url,
+            cp.ca_file.display(),
+            token.trim()
+        ),
+    )
+    .unwrap();
+    let config = cp
+        .kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "configmap",
+            &name,
+            "-o",
+            "jsonpath={.data.config\\.yaml}",
+        ])
+        .unwrap();
+    let config_file = work.path().join("config.yaml");
+    std::fs::write(&config_file, config).unwrap();
+    let deploy: serde_json::Value = serde_json::from_str(
+        &cp.kubectl(&["-n", &ns, "get", "deployment", &name, "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    let port = tempcreds_tests::free_port();
+    let args: Vec<String> = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .map(|a| {
+            if a.starts_with("--listen=") {
+                format!("--listen=127.0.0.1:{port}")
+            } else if a.starts_with("--config=") {
+                format!("--config={}", config_file.display())
+            } else {
+                a
+            }
+        })
+        .collect();
+    let log = work.path().join("webhook.log");
+    let mut child = Command::new(tempcreds_tests::bins::bin("tempcreds-webhook"))
+        .args(&args)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+
+    let secret = format!("{name}-tls");
+    let dns = format!("{name}.{ns}.svc");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ca_file = work.path().join("ca.crt");
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "webhook exited with {status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        let ca = cp
+            .kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "secret",
+                &secret,
+                "-o",
+                "jsonpath={.data.ca\\.crt}",
+            ])
+            .unwrap();
+        let bundle = cp
+            .kubectl(&[
+                "get",
+                "mutatingwebhookconfiguration",
+                &name,
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.caBundle}",
+            ])
+            .unwrap();
+        if !ca.is_empty() && ca == bundle {
+            use base64::Engine;
+            std::fs::write(
+                &ca_file,
+                base64::engine::general_purpose::STANDARD
+                    .decode(ca)
+                    .unwrap(),
+            )
+            .unwrap();
+            // Served for the Service's DNS name, trusted through the CA.
+            let served = Command::new("curl")
+                .args(["-fsS", "-o", "/dev/null", "--cacert"])
+                .arg(&ca_file)
+                .arg("--resolve")
+                .arg(format!("{dns}:{port}:127.0.0.1"))
+                .arg(format!("https://{dns}:{port}/healthz"))
+                .status()
+                .unwrap();
+            if served.success() {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chart's webhook did not set up its certificate: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !log_text.contains("forbidden"),
+        "RBAC too tight: {log_text}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    ok(
+        helm(
+            &["uninstall", &release, "--namespace", &ns, "--wait"],
+            Some(&cp.kubeconfig),
+        ),
+        "helm uninstall",
+    );
+    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
+        .unwrap();
+}
