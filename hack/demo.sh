@@ -26,6 +26,11 @@ show() { printf '%s$ %s%s\n' "$dim" "$*" "$off"; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/tempcreds-demo.XXXXXX")
 pids=()
 cleanup() {
+  # Closing local-pod's input makes it stop the sidecar it started.
+  if [[ -n "${local_pod:-}" ]]; then
+    exec 4>&- 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$local_pod" 2>/dev/null || break; sleep 0.1; done
+  fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   "${root}/hack/control-plane.sh" stop "${work}/cp" >/dev/null 2>&1 || true
@@ -53,7 +58,7 @@ venv="${TEMPCREDS_CACHE}/venv"
 kubectl="${TEMPCREDS_CACHE}/bin/kubectl"
 
 step "Building tempcreds-webhook and tempcreds-sidecar"
-(cd "$root" && cargo build --quiet --locked --bin tempcreds-webhook --bin tempcreds-sidecar)
+(cd "$root" && cargo build --quiet --locked -p tempcreds-webhook -p tempcreds-sidecar -p tempcreds-tests --bins)
 target="${CARGO_TARGET_DIR:-${root}/target}/debug"
 
 step "Starting a local control plane (etcd + kube-apiserver ${PIN_KUBE})"
@@ -168,73 +173,24 @@ print("volumes:", [v["name"] + ":" + next(k for k in v if k != "name") for v in 
 PY
 
 step "Running the injected sidecar as a local process, against moto"
-health_port=$(free_port)
-python3 - "${work}/pod.json" "$work" "$health_port" > "${work}/sidecar.env" <<'PY'
-# Turns the stored pod's sidecar container into a local command line: each
-# volume mount becomes a directory under the work dir, the health address a
-# free loopback port. Prints shell assignments.
-import json, shlex, sys
-pod, work, port = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
-spec = pod["spec"]
-sidecar = next(c for c in spec.get("initContainers", []) + spec["containers"]
-               if c.get("args", [None])[0] == "run")
-volumes = {v["name"]: v for v in spec["volumes"]}
-mounts = {m["mountPath"]: f"{work}/vol/{m['name']}" for m in sidecar.get("volumeMounts", [])}
-def local(path):
-    for mp, d in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
-        if path == mp or path.startswith(mp + "/"):
-            return d + path[len(mp):]
-    return path
-args, skip = [], False
-for a in sidecar["args"]:
-    if skip:
-        skip = False
-        continue
-    if a == "--health-addr":
-        skip = True
-        continue
-    args.append(local(a))
-args += ["--health-addr", f"127.0.0.1:{port}"]
-env = {e["name"]: e.get("value", "") for e in sidecar.get("env", []) if "value" in e}
-env["TEMPCREDS_POD_NAME"] = pod["metadata"]["name"]
-token = None
-for m in sidecar.get("volumeMounts", []):
-    v = volumes[m["name"]]
-    if "projected" in v:
-        for s in v["projected"]["sources"]:
-            t = s.get("serviceAccountToken")
-            if t:
-                token = (f"{mounts[m['mountPath']]}/{t['path']}", t.get("audience", ""), t.get("expirationSeconds", 3600))
-app = next(c for c in spec["containers"] if c["name"] == "app")
-app_env = {e["name"]: local(e.get("value", "")) for e in app.get("env", []) if "value" in e}
-# The app sees the credentials volume at its own mount path.
-for m in app.get("volumeMounts", []):
-    for k, v in app_env.items():
-        if v.startswith(m["mountPath"]):
-            app_env[k] = f"{work}/vol/{m['name']}" + v[len(m["mountPath"]):]
-print("SIDECAR_ARGS=" + shlex.quote(" ".join(shlex.quote(a) for a in args)))
-print("SIDECAR_ENV=" + shlex.quote(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())))
-print("APP_ENV=" + shlex.quote(" ".join(f"{k}={shlex.quote(v)}" for k, v in app_env.items())))
-print("VOLUME_DIRS=" + shlex.quote(" ".join(shlex.quote(d) for d in mounts.values())))
-if token:
-    print(f"TOKEN_PATH={shlex.quote(token[0])}; TOKEN_AUDIENCE={shlex.quote(token[1])}; TOKEN_SECONDS={token[2]}")
-PY
-TOKEN_PATH=""
-# shellcheck disable=SC1091
-source "${work}/sidecar.env"
-eval "mkdir -p ${VOLUME_DIRS}"
-if [[ -n "$TOKEN_PATH" ]]; then
-  show "kubectl -n demo create token reporter --audience ${TOKEN_AUDIENCE} --duration ${TOKEN_SECONDS}s > <projected token path>"
-  k -n demo create token reporter --audience "$TOKEN_AUDIENCE" --duration "${TOKEN_SECONDS}s" > "$TOKEN_PATH"
-fi
-show "${SIDECAR_ENV} tempcreds-sidecar ${SIDECAR_ARGS}"
-eval "env ${SIDECAR_ENV} \"${target}/tempcreds-sidecar\" ${SIDECAR_ARGS}" >"${work}/sidecar.log" 2>&1 &
-pids+=($!)
-wait_for "http://127.0.0.1:${health_port}/readyz" || { cat "${work}/sidecar.log"; exit 1; }
+echo "(its volumes mapped to directories; the projected token from a real TokenRequest"
+echo " with the injected audience and lifetime)"
+mkfifo "${work}/local-pod.ctl"
+"${target}/local-pod" demo reporter "${work}/pod" < "${work}/local-pod.ctl" > "${work}/local-pod.log" 2>&1 &
+local_pod=$!
+pids+=("$local_pod")
+exec 4> "${work}/local-pod.ctl"
+for _ in $(seq 1 300); do
+  [[ -f "${work}/pod/app.env" ]] && break
+  kill -0 "${pids[-1]}" 2>/dev/null || { cat "${work}/local-pod.log"; die "the sidecar did not start"; }
+  sleep 0.2
+done
+[[ -f "${work}/pod/app.env" ]] || { cat "${work}/local-pod.log"; die "the sidecar did not get ready"; }
+show "$(cat "${work}/pod/sidecar.cmd")"
 echo "sidecar ready: credentials written"
 
 step "What the app container sees"
-eval "app_env=(${APP_ENV})"
+mapfile -t app_env < "${work}/pod/app.env"
 for kv in "${app_env[@]}"; do echo "  $kv"; done
 creds=""
 for kv in "${app_env[@]}"; do [[ "$kv" == AWS_SHARED_CREDENTIALS_FILE=* ]] && creds="${kv#*=}"; done

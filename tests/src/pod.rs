@@ -223,32 +223,31 @@ impl LocalPod {
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file));
-        let mut child = cmd.spawn().expect("start tempcreds-sidecar");
+        let child = cmd.spawn().expect("start tempcreds-sidecar");
+        // Owned from here on, so a failed wait below still kills it.
+        let mut running = RunningSidecar { child, health, log };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = Command::new("curl")
                 .args(["-fsS", "-o", "/dev/null"])
-                .arg(format!("http://{health}/readyz"))
+                .arg(format!("http://{}/readyz", running.health))
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {
                 break;
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "the sidecar exited with {status}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+            if let Ok(Some(status)) = running.child.try_wait() {
+                panic!("the sidecar exited with {status}: {}", running.log());
             }
             assert!(
                 Instant::now() < deadline,
                 "the sidecar was not ready in 60s: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                running.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        RunningSidecar { child, health, log }
+        running
     }
 }
 
