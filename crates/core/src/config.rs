@@ -21,7 +21,8 @@ use crate::sts::{
 };
 
 /// Where the sidecar's first credentials come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// A projected service-account token and `AssumeRoleWithWebIdentity`.
     #[default]
@@ -67,7 +68,8 @@ impl FromStr for Source {
 }
 
 /// How application containers receive credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Delivery {
     /// The shared-credentials file only (`AWS_SHARED_CREDENTIALS_FILE`); SDKs
     /// read it once per client.
@@ -193,6 +195,13 @@ pub struct SidecarConfig {
     )]
     pub session_tags: Vec<SessionTag>,
 
+    /// Also tag the first AssumeRole with this key and the pod's name
+    /// (`--pod-name`, made of tag characters), e.g. `kubernetes-pod-name`.
+    /// The webhook sets it for `tempcreds.io/session-tags-policy: simple`,
+    /// since a pod created with `generateName` has no name at admission.
+    #[arg(long, env = "TEMPCREDS_POD_NAME_TAG_KEY", value_name = "KEY")]
+    pub pod_name_tag_key: Option<String>,
+
     /// Keys of session tags that pass on to chained roles.
     #[arg(
         long = "transitive-tag-key",
@@ -266,6 +275,7 @@ impl SidecarConfig {
             source_identity: None,
             policy_arns: Vec::new(),
             session_tags: Vec::new(),
+            pod_name_tag_key: None,
             transitive_tag_keys: Vec::new(),
             region: None,
             sts_endpoint: None,
@@ -296,6 +306,21 @@ impl SidecarConfig {
             (None, Some(pod)) => SessionName::sanitized(pod),
             (None, None) => SessionName::sanitized("tempcreds"),
         }
+    }
+
+    /// The session tags of the first AssumeRole: `--session-tag`s, then
+    /// `--pod-name-tag-key` with the pod's name made of tag characters
+    /// (`pod` stands in when `--pod-name` is unset, for validation).
+    pub fn effective_session_tags(&self) -> Vec<SessionTag> {
+        let mut tags = self.session_tags.clone();
+        if let Some(key) = &self.pod_name_tag_key {
+            let pod = self.pod_name.as_deref().unwrap_or("pod");
+            tags.push(SessionTag {
+                key: key.clone(),
+                value: sts::tag_value_sanitized(pod),
+            });
+        }
+        tags
     }
 
     /// The duration to request on chained calls: the requested one capped at
@@ -352,6 +377,7 @@ impl SidecarConfig {
                 ("source-identity", self.source_identity.is_some()),
                 ("policy-arn", !self.policy_arns.is_empty()),
                 ("session-tag", !self.session_tags.is_empty()),
+                ("pod-name-tag-key", self.pod_name_tag_key.is_some()),
                 ("transitive-tag-key", !self.transitive_tag_keys.is_empty()),
             ];
             for (flag, set) in role_only {
@@ -368,6 +394,7 @@ impl SidecarConfig {
                 ("external-id", self.external_id.is_some()),
                 ("source-identity", self.source_identity.is_some()),
                 ("session-tag", !self.session_tags.is_empty()),
+                ("pod-name-tag-key", self.pod_name_tag_key.is_some()),
                 ("transitive-tag-key", !self.transitive_tag_keys.is_empty()),
             ];
             for (flag, set) in assume_role_only {
@@ -407,7 +434,14 @@ impl SidecarConfig {
                 err("transitive-tag-key", e.to_string());
             }
         }
-        if let Err(e) = sts::check_tag_set(&self.session_tags, &self.transitive_tag_keys) {
+        if let Some(key) = &self.pod_name_tag_key
+            && let Err(e) = sts::check_tag_key(key)
+        {
+            err("pod-name-tag-key", e.to_string());
+        }
+        if let Err(e) =
+            sts::check_tag_set(&self.effective_session_tags(), &self.transitive_tag_keys)
+        {
             err("session-tag", e);
         }
         if self.profile.is_empty()
@@ -531,6 +565,9 @@ impl SidecarConfig {
         for v in &self.session_tags {
             push("session-tag", v.to_string());
         }
+        if let Some(v) = &self.pod_name_tag_key {
+            push("pod-name-tag-key", v.clone());
+        }
         for v in &self.transitive_tag_keys {
             push("transitive-tag-key", v.clone());
         }
@@ -591,6 +628,7 @@ mod tests {
             "team=pay ments".parse().unwrap(),
             "env=prod".parse().unwrap(),
         ];
+        c.pod_name_tag_key = Some("kubernetes-pod-name".into());
         c.transitive_tag_keys = vec!["team".into()];
         c.region = Some("eu-west-1".into());
         c.sts_endpoint = Some("http://127.0.0.1:5000".into());
@@ -678,6 +716,29 @@ mod tests {
         assert!(errs[0].to_string().contains("0.0.0.0:8098"), "{}", errs[0]);
         c.endpoint_addr = Some("10.1.2.3:8098".parse().unwrap());
         assert_eq!(c.validate().unwrap_err()[0].flag, "endpoint-addr");
+    }
+
+    #[test]
+    fn pod_name_tag_joins_the_session_tags() {
+        let mut c = full();
+        c.pod_name = Some("api-5c9d/x".into());
+        let tags = c.effective_session_tags();
+        assert_eq!(tags.len(), 3);
+        assert_eq!(tags[2].to_string(), "kubernetes-pod-name=api-5c9d/x");
+        c.pod_name = Some("a;b".into());
+        assert_eq!(c.effective_session_tags()[2].value, "a-b");
+        c.session_tags = vec!["kubernetes-pod-name=mine".parse().unwrap()];
+        let errs = c.validate().unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.flag == "session-tag" && e.message.contains("twice")),
+            "{errs:?}"
+        );
+        let mut w = SidecarConfig::new(Source::WebIdentity);
+        w.role_arn = Some("arn:aws:iam::123456789012:role/r".parse().unwrap());
+        w.token_file = Some("/t".into());
+        w.pod_name_tag_key = Some("kubernetes-pod-name".into());
+        assert_eq!(w.validate().unwrap_err()[0].flag, "pod-name-tag-key");
     }
 
     #[test]

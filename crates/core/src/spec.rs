@@ -73,13 +73,26 @@ impl fmt::Display for AnnotationError {
 
 impl std::error::Error for AnnotationError {}
 
+/// The tag key `session-tags-policy: simple` gives the pod's namespace.
+pub const TAG_KEY_NAMESPACE: &str = "kubernetes-namespace";
+/// The tag key `session-tags-policy: simple` gives the pod's ServiceAccount.
+pub const TAG_KEY_SERVICE_ACCOUNT: &str = "kubernetes-service-account";
+/// The tag key `session-tags-policy: simple` gives the pod's name (added by
+/// the sidecar at run time: `--pod-name-tag-key`).
+pub const TAG_KEY_POD_NAME: &str = "kubernetes-pod-name";
+/// The tag keys tempcreds sets itself; `tempcreds.io/session-tags` cannot use
+/// them, so an IAM policy can trust them (attribute-based access control).
+pub const BUILT_IN_TAG_KEYS: [&str; 3] =
+    [TAG_KEY_NAMESPACE, TAG_KEY_SERVICE_ACCOUNT, TAG_KEY_POD_NAME];
+
 /// Which session tags the sidecar passes to STS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SessionTagsPolicy {
     /// No session tags.
     #[default]
     None,
-    /// Tags naming the pod's namespace, service account and pod.
+    /// Tags naming the pod's namespace, service account and pod
+    /// ([`BUILT_IN_TAG_KEYS`]), plus those of `tempcreds.io/session-tags`.
     Simple,
     /// The tags of `tempcreds.io/session-tags`.
     Custom,
@@ -147,7 +160,9 @@ pub struct InjectionSpec {
     pub source_identity: Option<SourceIdentity>,
     /// Managed session policies.
     pub policy_arns: Vec<PolicyArn>,
-    /// Session tags passed to STS (empty unless the policy is `custom`).
+    /// Session tags of `tempcreds.io/session-tags` passed to STS (empty
+    /// with the policy `none`); `simple` adds its own in
+    /// [`InjectionSpec::sidecar_config`].
     pub session_tags: Vec<SessionTag>,
     /// Transitive tag keys.
     pub transitive_tag_keys: Vec<String>,
@@ -169,8 +184,9 @@ pub struct InjectionSpec {
     pub token_audience: String,
     /// Projected token lifetime in seconds.
     pub token_expiration_secs: u64,
-    /// How apps receive credentials.
-    pub delivery: Delivery,
+    /// How apps receive credentials (`None`: the cluster's default, see
+    /// [`InjectionSpec::delivery`]).
+    pub delivery: Option<Delivery>,
     /// Things that work but are probably not what was meant.
     pub warnings: Vec<String>,
 }
@@ -195,6 +211,11 @@ pub struct ClusterDefaults {
     pub sts_endpoint: Option<String>,
     /// Port of the sidecar's health endpoints.
     pub health_port: u16,
+    /// Delivery mode used when no annotation names one.
+    pub delivery: Delivery,
+    /// Loopback port of the container-credentials endpoint
+    /// (`delivery: endpoint`).
+    pub endpoint_port: u16,
 }
 
 impl Default for ClusterDefaults {
@@ -203,8 +224,20 @@ impl Default for ClusterDefaults {
             region: None,
             sts_endpoint: None,
             health_port: paths::DEFAULT_HEALTH_PORT,
+            delivery: Delivery::File,
+            endpoint_port: paths::DEFAULT_ENDPOINT_PORT,
         }
     }
+}
+
+/// What the webhook knows of the pod at admission that the sidecar
+/// configuration needs (for `session-tags-policy: simple`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodRef<'a> {
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod's ServiceAccount.
+    pub service_account: &'a str,
 }
 
 /// The pod's and the ServiceAccount's annotations, pod first.
@@ -458,7 +491,51 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
     let external_id: Option<ExternalId> = p.one(a::EXTERNAL_ID);
     let source_identity: Option<SourceIdentity> = p.one(a::SOURCE_IDENTITY);
     let policy_arns: Vec<PolicyArn> = p.list(a::POLICY_ARNS);
-    let mut session_tags: Vec<SessionTag> = p.list(a::SESSION_TAGS);
+    let mut session_tags: Vec<SessionTag> = Vec::new();
+    if let Some(raw) = p.raw(a::SESSION_TAGS) {
+        for item in raw.split(',').map(str::trim) {
+            match item.split_once('=') {
+                _ if item.is_empty() => p.err(
+                    a::SESSION_TAGS,
+                    "has an empty entry (two commas, or one at the start or end); \
+                     expected KEY=VALUE,KEY2=VALUE2",
+                ),
+                Some((key, _)) if key.trim().is_empty() => p.err(
+                    a::SESSION_TAGS,
+                    format!("{item:?} has an empty key; expected KEY=VALUE"),
+                ),
+                Some((key, value)) if value.trim().is_empty() => p.err(
+                    a::SESSION_TAGS,
+                    format!(
+                        "tag {:?} has an empty value; give it a value or remove it",
+                        key.trim()
+                    ),
+                ),
+                Some((key, value)) => match SessionTag::new(key.trim(), value.trim()) {
+                    Ok(tag) => {
+                        if let Some(b) = BUILT_IN_TAG_KEYS
+                            .iter()
+                            .find(|b| b.eq_ignore_ascii_case(&tag.key))
+                        {
+                            p.err(
+                                a::SESSION_TAGS,
+                                format!(
+                                    "tag key {:?} is reserved: tempcreds sets {b} itself with \
+                                     {}=simple, so IAM policies can trust it; choose another key",
+                                    tag.key,
+                                    a::SESSION_TAGS_POLICY
+                                ),
+                            );
+                        } else {
+                            session_tags.push(tag);
+                        }
+                    }
+                    Err(e) => p.err(a::SESSION_TAGS, e.to_string()),
+                },
+                None => p.err(a::SESSION_TAGS, format!("{item:?} is not KEY=VALUE")),
+            }
+        }
+    }
     let transitive_tag_keys: Vec<String> = p
         .raw(a::TRANSITIVE_TAG_KEYS)
         .map(|raw| split_list(raw).map(str::to_owned).collect())
@@ -473,14 +550,6 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         None if session_tags.is_empty() => SessionTagsPolicy::None,
         None => SessionTagsPolicy::Custom,
         Some(raw) => match raw.parse::<SessionTagsPolicy>() {
-            Ok(SessionTagsPolicy::Simple) => {
-                p.err(
-                    a::SESSION_TAGS_POLICY,
-                    "\"simple\" is not supported by this version yet; accepted: none, custom \
-                     (with tempcreds.io/session-tags)",
-                );
-                SessionTagsPolicy::Simple
-            }
             Ok(policy) => policy,
             Err(e) => {
                 p.err(a::SESSION_TAGS_POLICY, e);
@@ -502,6 +571,33 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
             a::SESSION_TAGS_POLICY,
             a::SESSION_TAGS
         ));
+    }
+
+    if session_tags_policy == SessionTagsPolicy::Simple {
+        if role_arn.is_none() && source == Source::Secret {
+            p.err(
+                a::SESSION_TAGS_POLICY,
+                format!(
+                    "\"simple\" needs {}: session tags go on AssumeRole, and without a role \
+                     tempcreds calls GetSessionToken, which takes none",
+                    a::ROLE_ARN
+                ),
+            );
+        } else if source == Source::WebIdentity && chain_role_arns.is_empty() {
+            p.err(
+                a::SESSION_TAGS_POLICY,
+                format!(
+                    "\"simple\" tags the first AssumeRole, but this pod only calls \
+                     AssumeRoleWithWebIdentity ({}=web-identity), which takes no session tags: \
+                     there they come from the token's claims, which Kubernetes does not let \
+                     you choose. Add {} to assume a further role that gets the tags, or use \
+                     {}=secret or ambient",
+                    a::SOURCE,
+                    a::CHAIN_ROLE_ARNS,
+                    a::SOURCE
+                ),
+            );
+        }
     }
 
     let region = p.raw(a::REGION).map(str::to_owned);
@@ -571,22 +667,22 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
     }
 
     let delivery = match p.raw(a::DELIVERY) {
-        None => Delivery::File,
+        None => None,
         Some(raw) => match raw.parse::<Delivery>() {
-            Ok(Delivery::File) => Delivery::File,
-            Ok(other) => {
-                p.err(
-                    a::DELIVERY,
-                    format!("\"{other}\" is not supported by this version yet; accepted: file"),
-                );
-                other
-            }
+            Ok(d) => Some(d),
             Err(e) => {
                 p.err(a::DELIVERY, e);
-                Delivery::File
+                None
             }
         },
     };
+    if delivery == Some(Delivery::Endpoint) && p.raw(a::PROFILE).is_some() {
+        warnings.push(format!(
+            "{} is ignored with {}=endpoint: SDKs get credentials from the endpoint, not from a profile",
+            a::PROFILE,
+            a::DELIVERY
+        ));
+    }
 
     if !p.errors.is_empty() {
         return Err(p.errors);
@@ -632,6 +728,7 @@ pub fn annotation_for_flag(flag: &str) -> Option<&'static str> {
         "source-identity" => a::SOURCE_IDENTITY,
         "policy-arn" => a::POLICY_ARNS,
         "session-tag" => a::SESSION_TAGS,
+        "pod-name-tag-key" => a::SESSION_TAGS_POLICY,
         "transitive-tag-key" => a::TRANSITIVE_TAG_KEYS,
         "region" => a::REGION,
         "sts-endpoint" => a::STS_ENDPOINT,
@@ -666,11 +763,19 @@ fn flags_to_annotations(message: &str) -> String {
 }
 
 impl InjectionSpec {
+    /// How apps receive credentials: the annotation's mode, else the
+    /// cluster's default.
+    pub fn delivery(&self, defaults: &ClusterDefaults) -> Delivery {
+        self.delivery.unwrap_or(defaults.delivery)
+    }
+
     /// The sidecar configuration this spec asks for, with the cluster's
     /// defaults and the mount paths the webhook uses. The pod name is left
     /// out: the sidecar reads it from `TEMPCREDS_POD_NAME` (downward API),
-    /// since a pod created with `generateName` has none at admission.
-    pub fn sidecar_config(&self, defaults: &ClusterDefaults) -> SidecarConfig {
+    /// since a pod created with `generateName` has none at admission; for
+    /// `session-tags-policy: simple` the namespace and ServiceAccount tags
+    /// come from `pod` and the pod-name tag from `--pod-name-tag-key`.
+    pub fn sidecar_config(&self, defaults: &ClusterDefaults, pod: PodRef<'_>) -> SidecarConfig {
         let mut c = SidecarConfig::new(self.source);
         c.role_arn = self.role_arn.clone();
         c.chain_role_arns = self.chain_role_arns.clone();
@@ -690,7 +795,21 @@ impl InjectionSpec {
         c.external_id = self.external_id.clone();
         c.source_identity = self.source_identity.clone();
         c.policy_arns = self.policy_arns.clone();
-        c.session_tags = self.session_tags.clone();
+        c.session_tags = Vec::new();
+        if self.session_tags_policy == SessionTagsPolicy::Simple {
+            c.session_tags.extend([
+                SessionTag {
+                    key: TAG_KEY_NAMESPACE.to_owned(),
+                    value: sts::tag_value_sanitized(pod.namespace),
+                },
+                SessionTag {
+                    key: TAG_KEY_SERVICE_ACCOUNT.to_owned(),
+                    value: sts::tag_value_sanitized(pod.service_account),
+                },
+            ]);
+            c.pod_name_tag_key = Some(TAG_KEY_POD_NAME.to_owned());
+        }
+        c.session_tags.extend(self.session_tags.iter().cloned());
         c.transitive_tag_keys = self.transitive_tag_keys.clone();
         c.region = self.region.clone().or_else(|| defaults.region.clone());
         c.sts_endpoint = self
@@ -700,6 +819,9 @@ impl InjectionSpec {
         c.profile = self.profile.clone();
         c.refresh_before = self.refresh_before;
         c.health_addr = SocketAddr::from(([0, 0, 0, 0], defaults.health_port));
+        if self.delivery(defaults) == Delivery::Endpoint {
+            c.endpoint_addr = Some(SocketAddr::from(([127, 0, 0, 1], defaults.endpoint_port)));
+        }
         c
     }
 
@@ -759,6 +881,10 @@ mod tests {
     }
 
     const ROLE: &str = "arn:aws:iam::123456789012:role/app";
+    const POD: PodRef<'static> = PodRef {
+        namespace: "team-a",
+        service_account: "reporter",
+    };
 
     fn spec(pod: &[(&str, &str)], sa: &[(&str, &str)]) -> InjectionSpec {
         match resolve(&ann(pod), &ann(sa)) {
@@ -825,13 +951,16 @@ mod tests {
             e[0].contains("tempcreds.io/secret-name: is required"),
             "{e:?}"
         );
-        let e = errors(&[(a::ROLE_ARN, ROLE), (a::DELIVERY, "endpoint")], &[]);
-        assert!(e[0].contains("accepted: file"), "{e:?}");
+        let e = errors(&[(a::ROLE_ARN, ROLE), (a::DELIVERY, "socket")], &[]);
+        assert!(e[0].contains("accepted: file, process, endpoint"), "{e:?}");
         let e = errors(
             &[(a::ROLE_ARN, ROLE), (a::SESSION_TAGS_POLICY, "simple")],
             &[],
         );
-        assert!(e[0].contains("not supported"), "{e:?}");
+        assert!(
+            e[0].contains("AssumeRoleWithWebIdentity") && e[0].contains("chain-role-arns"),
+            "{e:?}"
+        );
         let e = errors(&[(a::ROLE_ARN, ROLE), (a::TOKEN_EXPIRATION, "60")], &[]);
         assert!(e[0].contains("600s"), "{e:?}");
         let e = errors(&[(a::ROLE_ARN, ROLE), (a::CONTAINERS, "App")], &[]);
@@ -878,7 +1007,7 @@ mod tests {
         let Ok(Decision::Inject(s)) = resolve(&pod, &none) else {
             panic!()
         };
-        let config = s.sidecar_config(&ClusterDefaults::default());
+        let config = s.sidecar_config(&ClusterDefaults::default(), POD);
         let errs: Vec<String> = s
             .check(&config, &pod, &none)
             .unwrap_err()
@@ -907,8 +1036,9 @@ mod tests {
             region: Some("eu-west-1".into()),
             sts_endpoint: None,
             health_port: 9000,
+            ..ClusterDefaults::default()
         };
-        let c = s.sidecar_config(&d);
+        let c = s.sidecar_config(&d, POD);
         assert_eq!(c.region.as_deref(), Some("eu-west-1"));
         assert_eq!(
             c.token_file.as_deref(),
@@ -923,6 +1053,103 @@ mod tests {
         );
     }
 
+    #[test]
+    fn delivery_modes_and_the_cluster_default() {
+        let s = spec(&[(a::ROLE_ARN, ROLE)], &[]);
+        assert_eq!(s.delivery, None);
+        let mut d = ClusterDefaults::default();
+        assert_eq!(s.sidecar_config(&d, POD).endpoint_addr, None);
+        d.delivery = Delivery::Endpoint;
+        d.endpoint_port = 9100;
+        assert_eq!(s.delivery(&d), Delivery::Endpoint);
+        let c = s.sidecar_config(&d, POD);
+        assert_eq!(c.endpoint_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            s.check(&c, &ann(&[(a::ROLE_ARN, ROLE)]), &ann(&[])),
+            Ok(vec![])
+        );
+        let s = spec(&[(a::ROLE_ARN, ROLE), (a::DELIVERY, "process")], &[]);
+        assert_eq!(s.delivery(&d), Delivery::Process);
+        assert_eq!(s.sidecar_config(&d, POD).endpoint_addr, None);
+        let s = spec(
+            &[
+                (a::ROLE_ARN, ROLE),
+                (a::DELIVERY, "endpoint"),
+                (a::PROFILE, "x"),
+            ],
+            &[],
+        );
+        assert!(
+            s.warnings[0].contains("tempcreds.io/profile is ignored"),
+            "{:?}",
+            s.warnings
+        );
+    }
+
+    #[test]
+    fn simple_session_tags() {
+        let pod = [
+            (a::ROLE_ARN, ROLE),
+            (a::SOURCE, "ambient"),
+            (a::SESSION_TAGS_POLICY, "simple"),
+            (a::SESSION_TAGS, "team=pay"),
+            (a::TRANSITIVE_TAG_KEYS, "kubernetes-namespace"),
+        ];
+        let s = spec(&pod, &[]);
+        let c = s.sidecar_config(&ClusterDefaults::default(), POD);
+        let tags: Vec<String> = c.session_tags.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            tags,
+            [
+                "kubernetes-namespace=team-a",
+                "kubernetes-service-account=reporter",
+                "team=pay"
+            ]
+        );
+        assert_eq!(c.pod_name_tag_key.as_deref(), Some(TAG_KEY_POD_NAME));
+        assert_eq!(s.check(&c, &ann(&pod), &ann(&[])), Ok(vec![]));
+        // With web identity, tags go on the first chained AssumeRole.
+        let s = spec(
+            &[
+                (a::ROLE_ARN, ROLE),
+                (a::CHAIN_ROLE_ARNS, "arn:aws:iam::123456789012:role/next"),
+                (a::SESSION_TAGS_POLICY, "simple"),
+            ],
+            &[],
+        );
+        assert_eq!(s.session_tags_policy, SessionTagsPolicy::Simple);
+        let e = errors(
+            &[
+                (a::INJECT, "true"),
+                (a::SECRET_NAME, "k"),
+                (a::SESSION_TAGS_POLICY, "simple"),
+            ],
+            &[],
+        );
+        assert!(e[0].contains("GetSessionToken"), "{e:?}");
+    }
+
+    #[test]
+    fn custom_tags_reject_empty_parts_and_built_in_keys() {
+        let base = [(a::ROLE_ARN, ROLE), (a::SOURCE, "ambient")];
+        for (tags, needle) in [
+            ("team=", "tag \"team\" has an empty value"),
+            ("=x", "has an empty key"),
+            ("a=b,,c=d", "empty entry"),
+            ("a=b,", "empty entry"),
+            ("novalue", "is not KEY=VALUE"),
+            ("Kubernetes-Namespace=prod", "reserved"),
+        ] {
+            let mut pod = base.to_vec();
+            pod.push((a::SESSION_TAGS, tags));
+            let e = errors(&pod, &[]);
+            assert!(
+                e.len() == 1 && e[0].contains("tempcreds.io/session-tags") && e[0].contains(needle),
+                "{tags}: {e:?}"
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics(keys in proptest::collection::vec(0..a::USER_ANNOTATIONS.len(), 0..8),
@@ -934,7 +1161,7 @@ mod tests {
                 pod.insert(a::USER_ANNOTATIONS[*k].to_owned(), v.clone());
             }
             if let Ok(Decision::Inject(s)) = resolve(&pod, &Annotations::new()) {
-                let c = s.sidecar_config(&ClusterDefaults::default());
+                let c = s.sidecar_config(&ClusterDefaults::default(), POD);
                 let _ = s.check(&c, &pod, &Annotations::new());
             }
         }

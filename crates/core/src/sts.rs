@@ -243,6 +243,16 @@ pub fn check_tag_key(key: &str) -> Result<(), ParamError> {
     check_chars("session tag key", key, 1..=128, is_tag_char, TAG_CHARS)
 }
 
+/// `input` as a session tag value: characters STS does not accept become
+/// `-`, cut to 256 characters.
+pub fn tag_value_sanitized(input: &str) -> String {
+    input
+        .chars()
+        .map(|c| if is_tag_char(c) { c } else { '-' })
+        .take(256)
+        .collect()
+}
+
 /// A session tag, written `KEY=VALUE`: key 1–128 and value 0–256 of letters,
 /// digits, spaces and `_ . : / = + - @`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

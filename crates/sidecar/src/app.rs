@@ -90,7 +90,26 @@ impl Refresh for StsRefresh {
 /// Runs `tempcreds-sidecar run` and returns the process's exit code.
 pub fn run(args: RunArgs) -> ExitCode {
     let config = args.config;
-    match config.validate() {
+    // Checked here, not in validate(): the webhook validates the same
+    // configuration at admission, before the pod has a name.
+    let missing_pod_name =
+        (config.pod_name_tag_key.is_some() && config.pod_name.is_none()).then(|| {
+            tempcreds_core::ConfigError {
+                flag: "pod-name-tag-key",
+                message: "needs the pod's name: --pod-name or TEMPCREDS_POD_NAME \
+                      (the webhook sets it from the downward API)"
+                    .into(),
+            }
+        });
+    let validated = match (config.validate(), missing_pod_name) {
+        (Ok(_), Some(e)) => Err(vec![e]),
+        (Err(mut errors), Some(e)) => {
+            errors.push(e);
+            Err(errors)
+        }
+        (result, None) => result,
+    };
+    match validated {
         Ok(warnings) => {
             for w in warnings {
                 warn!("{w}");

@@ -613,11 +613,11 @@ fn policy_arns(cfg: &SidecarConfig) -> Option<Vec<PolicyDescriptorType>> {
 }
 
 fn session_tags(cfg: &SidecarConfig) -> Result<Option<Vec<Tag>>, FetchError> {
-    if cfg.session_tags.is_empty() {
+    let tags = cfg.effective_session_tags();
+    if tags.is_empty() {
         return Ok(None);
     }
-    cfg.session_tags
-        .iter()
+    tags.iter()
         .map(|t| {
             Tag::builder()
                 .key(&t.key)

@@ -296,3 +296,87 @@ fn ambient_assumes_the_role_with_the_default_chain_credentials() {
     assert_eq!(calls[0].param("RoleSessionName"), Some("job-1"));
     assert_no_secrets(&stderr(&out), &["ambientSecretValue123"]);
 }
+
+/// `session-tags-policy: simple` as the webhook renders it: namespace and
+/// ServiceAccount tags as `--session-tag`, the pod's name through
+/// `--pod-name-tag-key` (known only at run time), on the first AssumeRole
+/// only; chained calls get none (transitive keys carry them on).
+#[test]
+fn pod_name_tag_key_tags_the_first_assume_role_with_the_pod_name() {
+    let moto = Moto::start();
+    let w = World::new();
+    let keys = w.keys(LONG_TERM_ID, LONG_TERM_SECRET);
+    let role = role("app");
+    let next = "arn:aws:iam::210987654321:role/next".to_owned();
+    let mut args = secret_args(&keys, &moto.url());
+    args.extend(
+        [
+            "--role-arn",
+            &role,
+            "--chain-role-arn",
+            &next,
+            "--pod-name",
+            "api-5f7c9-x2xq",
+            "--session-tag",
+            "kubernetes-namespace=payments",
+            "--session-tag",
+            "kubernetes-service-account=api",
+            "--pod-name-tag-key",
+            "kubernetes-pod-name",
+            "--transitive-tag-key",
+            "kubernetes-namespace",
+        ]
+        .map(String::from),
+    );
+    let out = w.once(&strs(&args));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = moto.sts_requests();
+    assert_eq!(moto.actions(), ["AssumeRole", "AssumeRole"]);
+    let tags: Vec<(&str, &str)> = (1..)
+        .map_while(|i| {
+            Some((
+                calls[0].param(&format!("Tags.member.{i}.Key"))?,
+                calls[0].param(&format!("Tags.member.{i}.Value"))?,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            ("kubernetes-namespace", "payments"),
+            ("kubernetes-service-account", "api"),
+            ("kubernetes-pod-name", "api-5f7c9-x2xq"),
+        ]
+    );
+    assert_eq!(
+        calls[0].param("TransitiveTagKeys.member.1"),
+        Some("kubernetes-namespace")
+    );
+    assert!(
+        !calls[1].params.keys().any(|k| k.starts_with("Tags.")),
+        "{:?}",
+        calls[1]
+    );
+
+    // Without a pod name there is nothing to tag with: a configuration
+    // error (exit 64) before any call.
+    let moto = Moto::start();
+    let mut args = secret_args(&keys, &moto.url());
+    args.extend(
+        [
+            "--role-arn",
+            &role,
+            "--pod-name-tag-key",
+            "kubernetes-pod-name",
+        ]
+        .map(String::from),
+    );
+    let out = w.once(&strs(&args));
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TEMPCREDS_POD_NAME"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(moto.actions().is_empty());
+}

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
+use tempcreds_core::Delivery;
 use tempcreds_core::paths;
 use tempcreds_core::spec::ClusterDefaults;
 
@@ -33,6 +34,10 @@ pub struct ClusterConfig {
     /// `sizeLimit` of the memory-backed volume holding the credentials.
     #[serde(default = "default_volume_size_limit")]
     pub volume_size_limit: Quantity,
+    /// How apps receive credentials when neither the pod nor its
+    /// ServiceAccount says (`tempcreds.io/delivery`).
+    #[serde(default)]
+    pub delivery: Delivery,
 }
 
 /// How the sidecar is injected.
@@ -51,6 +56,10 @@ pub struct SidecarSettings {
     /// Port of the sidecar's `/healthz` and `/readyz`.
     #[serde(default = "default_health_port")]
     pub health_port: u16,
+    /// Loopback port of the container-credentials endpoint
+    /// (`delivery: endpoint`).
+    #[serde(default = "default_endpoint_port")]
+    pub endpoint_port: u16,
     /// Resource requests and limits of the sidecar.
     #[serde(default = "default_resources")]
     pub resources: Resources,
@@ -151,6 +160,9 @@ fn default_true() -> bool {
 fn default_health_port() -> u16 {
     paths::DEFAULT_HEALTH_PORT
 }
+fn default_endpoint_port() -> u16 {
+    paths::DEFAULT_ENDPOINT_PORT
+}
 fn default_run_as_user() -> i64 {
     65532
 }
@@ -191,12 +203,14 @@ impl ClusterConfig {
                 image_pull_policy: default_pull_policy(),
                 native_sidecar: true,
                 health_port: default_health_port(),
+                endpoint_port: default_endpoint_port(),
                 resources: default_resources(),
                 run_as_user: default_run_as_user(),
             },
             region: None,
             sts_endpoint: None,
             volume_size_limit: default_volume_size_limit(),
+            delivery: Delivery::default(),
         }
     }
 
@@ -237,6 +251,14 @@ impl ClusterConfig {
         }
         if s.health_port == 0 {
             errors.push("sidecar.healthPort: 0 is not a port; accepted: 1-65535".to_owned());
+        }
+        if s.endpoint_port == 0 {
+            errors.push("sidecar.endpointPort: 0 is not a port; accepted: 1-65535".to_owned());
+        } else if s.endpoint_port == s.health_port {
+            errors.push(format!(
+                "sidecar.endpointPort: {} is also sidecar.healthPort; the sidecar listens on both, choose two ports",
+                s.endpoint_port
+            ));
         }
         if s.run_as_user <= 0 {
             errors.push(format!(
@@ -294,6 +316,8 @@ impl ClusterConfig {
             region: self.region.clone(),
             sts_endpoint: self.sts_endpoint.clone(),
             health_port: self.sidecar.health_port,
+            delivery: self.delivery,
+            endpoint_port: self.sidecar.endpoint_port,
         }
     }
 }
@@ -350,6 +374,26 @@ region: "eu-west-1"
         ] {
             assert!(e.contains(field), "{field}: {e}");
         }
+    }
+
+    #[test]
+    fn delivery_and_endpoint_port() {
+        let c =
+            ClusterConfig::from_yaml("sidecar: {image: x, endpointPort: 9000}\ndelivery: endpoint")
+                .unwrap();
+        assert_eq!(c.delivery, Delivery::Endpoint);
+        assert_eq!(c.defaults().endpoint_port, 9000);
+        assert_eq!(ClusterConfig::with_image("x").sidecar.endpoint_port, 8098);
+        let e = ClusterConfig::from_yaml("sidecar: {image: x}\ndelivery: socket").unwrap_err();
+        let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        assert!(
+            chain.contains("delivery") && chain.contains("endpoint"),
+            "{chain}"
+        );
+        let e = ClusterConfig::from_yaml("sidecar: {image: x, endpointPort: 8099}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sidecar.endpointPort"), "{e}");
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 use tempcreds_core::annotations as a;
 use tempcreds_core::paths;
-use tempcreds_core::spec::{self, Annotations, Decision, InjectionSpec};
-use tempcreds_core::{SidecarConfig, Source};
+use tempcreds_core::spec::{self, Annotations, Decision, InjectionSpec, PodRef};
+use tempcreds_core::{Delivery, SidecarConfig, Source};
 
 use crate::config::ClusterConfig;
 
@@ -60,7 +60,8 @@ const SOURCE_FILE_MODE: u32 = 0o444;
 const STARTUP_PERIOD_SECONDS: u32 = 1;
 const STARTUP_FAILURE_THRESHOLD: u32 = 300;
 
-/// Environment variables that make SDKs ignore the credentials file.
+/// Environment variables that make SDKs ignore what tempcreds delivers
+/// (those tempcreds sets itself in the pod's mode are reported apart).
 const COMPETING_ENV: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -68,7 +69,25 @@ const COMPETING_ENV: &[&str] = &[
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_SHARED_CREDENTIALS_FILE",
 ];
+
+/// Whether an app's own `var` competes with what `delivery` sets up.
+/// Every SDK reads the shared-credentials file before `credential_process`
+/// in the same profile and before the container endpoint (botocore's chain:
+/// environment, assume-role, web identity, SSO, shared-credentials file,
+/// process, config file, ..., container, instance metadata), so in those
+/// modes an app's own credentials file competes too. In file and process
+/// mode the container variables are the app's own business only when set
+/// (SDKs look at them after the profile), yet usually a leftover: warn.
+fn competes(var: &str, delivery: Delivery) -> bool {
+    match var {
+        "AWS_SHARED_CREDENTIALS_FILE" => delivery != Delivery::File,
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN" => delivery == Delivery::Endpoint,
+        _ => true,
+    }
+}
 
 /// The pod's ServiceAccount name (`default` when unset).
 pub fn service_account_name(pod: &Value) -> &str {
@@ -137,12 +156,25 @@ pub fn mutate(pod: &Value, ctx: &Context<'_>, config: &ClusterConfig) -> Outcome
         Ok(Decision::NotRequested | Decision::OptedOut) => return Outcome::NotForUs,
         Err(errors) => return deny(&errors),
     };
-    let mut sidecar_config = spec.sidecar_config(&config.defaults());
+    let pod_ref = PodRef {
+        namespace: ctx.namespace,
+        service_account: service_account_name(pod),
+    };
+    let defaults = config.defaults();
+    let delivery = spec.delivery(&defaults);
+    let mut sidecar_config = spec.sidecar_config(&defaults, pod_ref);
     let mut warnings = match spec.check(&sidecar_config, &pod_annotations, sa) {
         Ok(w) => w,
         Err(errors) => return deny(&errors),
     };
-    match Plan::new(pod, &spec, config, &mut sidecar_config, &mut warnings) {
+    match Plan::new(
+        pod,
+        &spec,
+        delivery,
+        config,
+        &mut sidecar_config,
+        &mut warnings,
+    ) {
         Ok(plan) => {
             let mut mutated = pod.clone();
             plan.apply(&mut mutated, &spec, &sidecar_config, config);
@@ -171,12 +203,15 @@ struct Plan {
     /// sidecar is inserted).
     init: Vec<usize>,
     health_port: u16,
+    /// Env of the selected app containers (name, value), in order.
+    app_env: Vec<(&'static str, String)>,
 }
 
 impl Plan {
     fn new(
         pod: &Value,
         spec: &InjectionSpec,
+        delivery: Delivery,
         config: &ClusterConfig,
         sidecar_config: &mut SidecarConfig,
         warnings: &mut Vec<String>,
@@ -277,16 +312,29 @@ impl Plan {
             .filter_map(|p| p["containerPort"].as_i64())
             .collect();
         let wanted = config.sidecar.health_port;
-        let health_port = (wanted..=u16::MAX)
-            .chain(1024..wanted)
-            .find(|p| !declared.contains(&i64::from(*p)))
-            .unwrap_or(wanted);
+        let health_port = first_free_port(wanted, &declared);
         if health_port != wanted {
             warnings.push(format!(
                 "a container declares port {wanted}, the tempcreds sidecar's health port; the sidecar uses {health_port}"
             ));
             sidecar_config.health_addr.set_port(health_port);
         }
+        // The endpoint listens on loopback, which all containers share: it
+        // must not take a port an app binds (on any address) or the health port.
+        if let Some(addr) = sidecar_config.endpoint_addr.as_mut() {
+            let wanted = addr.port();
+            let mut taken = declared.clone();
+            taken.insert(i64::from(health_port));
+            let port = first_free_port(wanted, &taken);
+            if port != wanted {
+                warnings.push(format!(
+                    "port {wanted} of the tempcreds credentials endpoint is declared by a container of this pod \
+                     (or is the sidecar's health port); the endpoint uses 127.0.0.1:{port}"
+                ));
+                addr.set_port(port);
+            }
+        }
+        let app_env = app_env(spec, delivery, sidecar_config);
 
         for list in ["containers", "initContainers"] {
             for c in pspec[list].as_array().into_iter().flatten() {
@@ -300,9 +348,27 @@ impl Plan {
                     .flatten()
                     .filter_map(|e| e["name"].as_str())
                     .collect();
-                if let Some(var) = COMPETING_ENV.iter().find(|v| env.contains(v)) {
+                for (var, value) in &app_env {
+                    let region = matches!(*var, "AWS_REGION" | "AWS_DEFAULT_REGION");
+                    if !region && env.contains(var) {
+                        warnings.push(format!(
+                            "container {name:?} sets {var} itself; it is kept, so that container does not \
+                             get tempcreds' {var}={value}"
+                        ));
+                    }
+                }
+                let what = match delivery {
+                    Delivery::File => "the tempcreds credentials file",
+                    Delivery::Process => "tempcreds' credential_process profile",
+                    Delivery::Endpoint => "the tempcreds credentials endpoint",
+                };
+                if let Some(var) = COMPETING_ENV.iter().find(|v| {
+                    env.contains(v)
+                        && competes(v, delivery)
+                        && !app_env.iter().any(|(name, _)| name == *v)
+                }) {
                     warnings.push(format!(
-                        "container {name:?} sets {var}, which AWS SDKs use before the tempcreds credentials file"
+                        "container {name:?} sets {var}, which AWS SDKs use before {what}"
                     ));
                 }
             }
@@ -315,6 +381,7 @@ impl Plan {
             app,
             init,
             health_port,
+            app_env,
         })
     }
 
@@ -332,7 +399,7 @@ impl Plan {
         annotations.insert(a::INJECTED.to_owned(), Value::String(self.sidecar.clone()));
 
         let pspec = object_at(root, "spec");
-        let app_env = app_env(spec, sidecar_config);
+        let app_env = &self.app_env;
         let app_mount = json!({
             "name": self.credentials_volume,
             "mountPath": paths::OUTPUT_DIR,
@@ -352,7 +419,7 @@ impl Plan {
                     // The two region variables go together: a container that
                     // sets either keeps its own region.
                     let own_region = has(env, "AWS_REGION") || has(env, "AWS_DEFAULT_REGION");
-                    for (name, value) in &app_env {
+                    for (name, value) in app_env {
                         let region = matches!(*name, "AWS_REGION" | "AWS_DEFAULT_REGION");
                         let skip = has(env, name) || (region && own_region);
                         if !skip {
@@ -479,13 +546,43 @@ impl Plan {
     }
 }
 
-/// The env app containers get (name, value), in order.
-fn app_env(spec: &InjectionSpec, sidecar_config: &SidecarConfig) -> Vec<(&'static str, String)> {
-    let mut env = vec![(
-        "AWS_SHARED_CREDENTIALS_FILE",
-        format!("{}/{}", paths::OUTPUT_DIR, paths::CREDENTIALS_FILE),
-    )];
-    if spec.profile != "default" {
+/// The env app containers get (name, value), in order, for `delivery`.
+///
+/// - `file`: `AWS_SHARED_CREDENTIALS_FILE` (and `AWS_PROFILE`).
+/// - `process`: `AWS_CONFIG_FILE` (and `AWS_PROFILE`), and not
+///   `AWS_SHARED_CREDENTIALS_FILE`: every SDK reads a profile's keys from the
+///   credentials file before its `credential_process`, so with both the
+///   static keys would win and never be refreshed.
+/// - `endpoint`: `AWS_CONTAINER_CREDENTIALS_FULL_URI` and
+///   `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` only: not the relative URI nor
+///   the token variable (SDKs disagree on precedence when both forms are
+///   set), and no credentials file or profile, which every SDK would use
+///   before the endpoint.
+fn app_env(
+    spec: &InjectionSpec,
+    delivery: Delivery,
+    sidecar_config: &SidecarConfig,
+) -> Vec<(&'static str, String)> {
+    let in_volume = |file: &str| format!("{}/{}", paths::OUTPUT_DIR, file);
+    let mut env = Vec::new();
+    match (delivery, sidecar_config.endpoint_addr) {
+        (Delivery::Endpoint, Some(addr)) => {
+            env.push((
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                paths::endpoint_uri(addr),
+            ));
+            env.push((
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                in_volume(paths::ENDPOINT_TOKEN_FILE),
+            ));
+        }
+        (Delivery::Process, _) => env.push(("AWS_CONFIG_FILE", in_volume(paths::CONFIG_FILE))),
+        _ => env.push((
+            "AWS_SHARED_CREDENTIALS_FILE",
+            in_volume(paths::CREDENTIALS_FILE),
+        )),
+    }
+    if spec.profile != "default" && delivery != Delivery::Endpoint {
         env.push(("AWS_PROFILE", spec.profile.clone()));
     }
     if let Some(region) = &sidecar_config.region {
@@ -493,6 +590,14 @@ fn app_env(spec: &InjectionSpec, sidecar_config: &SidecarConfig) -> Vec<(&'stati
         env.push(("AWS_DEFAULT_REGION", region.clone()));
     }
     env
+}
+
+/// `wanted`, or the next port up (then from 1024) not in `taken`.
+fn first_free_port(wanted: u16, taken: &BTreeSet<i64>) -> u16 {
+    (wanted..=u16::MAX)
+        .chain(1024..wanted)
+        .find(|p| !taken.contains(&i64::from(*p)))
+        .unwrap_or(wanted)
 }
 
 /// The object at `key`, created (or replacing a non-object) when needed.
