@@ -24,7 +24,6 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
 use tempcreds_core::annotations as a;
 use tokio::net::TcpListener;
@@ -42,8 +41,32 @@ use crate::tls::CertStore;
 /// far lower; this bounds memory per request).
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time limits on each client connection, so that slow or stalled clients
+/// (slowloris) cannot hold connections, and the memory behind them, for
+/// long. Each limit closes the connection (or answers 408) when exceeded;
+/// other clients are served meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Completing the TLS handshake.
+    pub handshake: Duration,
+    /// Sending a request's headers, counted from when the server waits for
+    /// them: also how long an idle keep-alive connection stays open.
+    pub headers: Duration,
+    /// Sending the body and getting the answer, counted from the end of the
+    /// headers: a body sent byte by byte is cut off with `408 Request
+    /// Timeout`. The API server itself gives a webhook at most 30 s.
+    pub request: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake: Duration::from_secs(10),
+            headers: Duration::from_secs(30),
+            request: Duration::from_secs(30),
+        }
+    }
+}
 
 /// Shared state of the handlers.
 #[derive(Debug)]
@@ -292,13 +315,40 @@ fn deny(uid: String, message: String) -> (RequestResult, Value) {
 }
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes, then stops
-/// accepting and waits up to `drain` for open connections to finish.
+/// accepting and waits up to `drain` for open connections to finish. The
+/// connections get the default [`Limits`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+) {
+    serve_with_limits(listener, tls, app, shutdown, drain, Limits::default()).await
+}
+
+/// The answer to a request that was not read and answered within
+/// [`Limits::request`].
+fn request_timeout(limit: Duration) -> Response {
+    tracing::debug!(?limit, "request not completed in time");
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request was not received and answered within {}s\n",
+            limit.as_secs_f64()
+        ),
+    )
+        .into_response()
+}
+
+/// [`serve`] with the given connection [`Limits`].
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    limits: Limits,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
@@ -316,10 +366,23 @@ pub async fn serve(
                 };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(app.clone());
+                let app = app.clone();
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    async move {
+                        let answer = tower::ServiceExt::oneshot(app, request);
+                        Ok::<_, std::convert::Infallible>(
+                            match tokio::time::timeout(limits.request, answer).await {
+                                Ok(Ok(response)) => response,
+                                Ok(Err(never)) => match never {},
+                                Err(_) => request_timeout(limits.request),
+                            },
+                        )
+                    }
+                });
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let stream = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -332,7 +395,7 @@ pub async fn serve(
                     };
                     let conn = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(30))
+                        .header_read_timeout(limits.headers)
                         .serve_connection(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
