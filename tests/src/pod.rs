@@ -27,6 +27,9 @@ pub struct LocalPod {
     pub volume_dirs: BTreeMap<String, PathBuf>,
     /// The sidecar container as stored.
     pub sidecar: Value,
+    /// The sidecar's `--endpoint-addr` as injected, and the free loopback
+    /// address it is moved to here (`delivery: endpoint`).
+    pub endpoint: Option<(String, String)>,
 }
 
 /// A running local sidecar, killed on drop.
@@ -57,11 +60,20 @@ impl LocalPod {
             .filter_map(|v| v["name"].as_str())
             .map(|n| (n.to_owned(), work.join("volumes").join(n)))
             .collect();
+        let endpoint = sidecar["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .skip_while(|a| *a != "--endpoint-addr")
+            .nth(1)
+            .and_then(Value::as_str)
+            .map(|injected| (injected.to_owned(), format!("127.0.0.1:{}", free_port())));
         LocalPod {
             pod,
             work: work.to_path_buf(),
             volume_dirs,
             sidecar,
+            endpoint,
         }
     }
 
@@ -143,8 +155,9 @@ impl LocalPod {
         }
     }
 
-    /// The sidecar's arguments with paths mapped and the health address on a
-    /// free loopback port.
+    /// The sidecar's arguments with paths mapped, the health address on a
+    /// free loopback port and `--endpoint-addr` moved to another
+    /// ([`LocalPod::endpoint`]): tests run side by side on one loopback.
     pub fn sidecar_args(&self, health: &str) -> Vec<String> {
         let mut out = Vec::new();
         let mut args = self.sidecar["args"].as_array().into_iter().flatten();
@@ -152,6 +165,13 @@ impl LocalPod {
             let a = a.as_str().unwrap_or_default();
             if a == "--health-addr" {
                 args.next();
+                continue;
+            }
+            if a == "--endpoint-addr" {
+                args.next();
+                if let Some((_, local)) = &self.endpoint {
+                    out.extend(["--endpoint-addr".to_owned(), local.clone()]);
+                }
                 continue;
             }
             out.push(self.local_path(&self.sidecar, a));
@@ -167,7 +187,8 @@ impl LocalPod {
     }
 
     /// An environment of `container` with paths mapped to local
-    /// directories. Values from the downward API are resolved for the pod's
+    /// directories and the endpoint URI to where [`LocalPod::sidecar_args`]
+    /// moved it. Values from the downward API are resolved for the pod's
     /// name and namespace.
     pub fn env_of(&self, container: &Value) -> Vec<(String, String)> {
         container["env"]
@@ -177,7 +198,12 @@ impl LocalPod {
             .map(|e| {
                 let name = e["name"].as_str().unwrap_or_default().to_owned();
                 let value = if let Some(v) = e["value"].as_str() {
-                    self.local_path(container, v)
+                    match &self.endpoint {
+                        Some((injected, local)) if name == "AWS_CONTAINER_CREDENTIALS_FULL_URI" => {
+                            v.replace(injected.as_str(), local)
+                        }
+                        _ => self.local_path(container, v),
+                    }
                 } else {
                     match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                         Some("metadata.name") => self.pod["metadata"]["name"]

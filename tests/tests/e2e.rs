@@ -23,12 +23,26 @@ struct Case {
     work: tempfile::TempDir,
 }
 
+/// What the app side saw.
+struct AppRun {
+    /// The ARN both the AWS CLI and boto3 reported.
+    arn: String,
+    /// How botocore found the credentials (`shared-credentials-file`,
+    /// `custom-process`, `container-role`, ...).
+    boto_method: String,
+}
+
 impl Case {
     fn new(prefix: &str) -> Case {
+        Case::with_config(prefix, "")
+    }
+
+    /// A case whose webhook config has `extra` appended (top-level YAML).
+    fn with_config(prefix: &str, extra: &str) -> Case {
         let cp = ControlPlane::from_env();
         let moto = Moto::start();
         let config = format!(
-            "sidecar:\n  image: ghcr.io/tempcreds/tempcreds-sidecar:e2e\nregion: us-east-1\nstsEndpoint: {}\n",
+            "sidecar:\n  image: ghcr.io/tempcreds/tempcreds-sidecar:e2e\nregion: us-east-1\nstsEndpoint: {}\n{extra}",
             moto.url()
         );
         let hook = Webhook::start(&cp, &config);
@@ -98,6 +112,11 @@ impl Case {
     /// Runs the sidecar, then the AWS CLI and boto3 as the app container;
     /// returns the ARN both report.
     fn run(&self, pod: Value, sidecar_env: &[(&str, &str)]) -> String {
+        self.run_app(pod, sidecar_env).arn
+    }
+
+    /// Like [`Case::run`], also reporting how boto3 found the credentials.
+    fn run_app(&self, pod: Value, sidecar_env: &[(&str, &str)]) -> AppRun {
         let local = LocalPod::new(pod, self.work.path());
         local.prepare_volumes(&self.cp);
         let sidecar = local.run_sidecar(sidecar_env);
@@ -138,13 +157,23 @@ impl Case {
             &tool("python"),
             &[
                 "-c",
-                "import boto3,sys; print(boto3.client('sts', endpoint_url=sys.argv[1]).get_caller_identity()['Arn'])",
+                "import boto3,sys; s=boto3.Session(); \
+                 print(s.client('sts', endpoint_url=sys.argv[1]).get_caller_identity()['Arn']); \
+                 print(s.get_credentials().method)",
                 &url,
             ],
         );
+        let mut lines = boto.lines();
         let arn = cli["Arn"].as_str().unwrap().to_owned();
-        assert_eq!(boto.trim(), arn, "boto3 and the AWS CLI disagree");
-        arn
+        assert_eq!(
+            lines.next(),
+            Some(arn.as_str()),
+            "boto3 and the AWS CLI disagree"
+        );
+        AppRun {
+            arn,
+            boto_method: lines.next().unwrap_or_default().to_owned(),
+        }
     }
 }
 
@@ -413,6 +442,89 @@ fn role_chain_ends_in_the_last_role() {
             ),
         ]
     );
+}
+
+/// The env names of the stored pod's `app` container, and their values.
+fn app_env(pod: &Value) -> Vec<(String, String)> {
+    pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_owned(),
+                e["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn endpoint_delivery_serves_the_sdks_from_the_sidecars_loopback_endpoint() {
+    let case = Case::new("e2e-endpoint");
+    case.service_account("reader", &[]);
+    let pod = case.pod(
+        "endpoint",
+        "reader",
+        &[
+            ("tempcreds.io/role-arn", ROLE),
+            ("tempcreds.io/delivery", "endpoint"),
+        ],
+    );
+    assert_invariants(&pod);
+    // Only the full URI and the token file: no credentials file, which every
+    // SDK would read before the endpoint.
+    let names: Vec<String> = app_env(&pod).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION"
+        ]
+    );
+    assert_eq!(app_env(&pod)[0].1, "http://127.0.0.1:8098/v1/credentials");
+    let app = case.run_app(pod, &[]);
+    assert_eq!(
+        app.arn,
+        "arn:aws:sts::123456789012:assumed-role/e2e-reader/endpoint"
+    );
+    assert_eq!(app.boto_method, "container-role");
+}
+
+#[test]
+fn process_delivery_runs_credential_process_from_the_config_file() {
+    let case = Case::new("e2e-process");
+    case.service_account("reader", &[]);
+    let pod = case.pod(
+        "process",
+        "reader",
+        &[
+            ("tempcreds.io/role-arn", ROLE),
+            ("tempcreds.io/delivery", "process"),
+            ("tempcreds.io/profile", "reports"),
+        ],
+    );
+    assert_invariants(&pod);
+    assert_eq!(
+        app_env(&pod),
+        [
+            ("AWS_CONFIG_FILE", "/var/run/tempcreds/config"),
+            ("AWS_PROFILE", "reports"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+    );
+    let app = case.run_app(pod, &[]);
+    assert_eq!(
+        app.arn,
+        "arn:aws:sts::123456789012:assumed-role/e2e-reader/process"
+    );
+    // The SDK ran credential_process (so it re-runs it before expiry), not
+    // a static file read.
+    assert_eq!(app.boto_method, "custom-process");
 }
 
 /// A Deployment's pods are created by the ReplicaSet controller with
