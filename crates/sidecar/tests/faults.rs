@@ -1,0 +1,476 @@
+//! STS faults against the sidecar, beyond moto stopped (tests/refresh.rs):
+//! a slow STS (a delaying TCP proxy in front of moto), an STS that throttles
+//! and answers 503, and a thousand refreshes under concurrent readers.
+//!
+//! Stated call rate: the sidecar makes at most one STS call chain per
+//! second (`refresh::MIN_DELAY`, also the first backoff step), and after
+//! consecutive failures the gaps grow (1 s, 1–2 s, 2–4 s, 4–8 s, ... up to
+//! 5 min, each drawn at random in the upper half of its step).
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tempcreds_core::{SidecarConfig, Source};
+use tempcreds_sidecar::app::StsRefresh;
+use tempcreds_sidecar::output::Output;
+use tempcreds_sidecar::refresh::Refresh as _;
+use tempcreds_sidecar::sts::Sts;
+use tempcreds_tests::Moto;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const ID: &str = "AKIAFAULTSEXAMPLE001";
+const SECRET: &str = "faultsSecretAccessKeyValue+1";
+
+/// How [`FakeSts`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    /// AssumeRole / AssumeRoleWithWebIdentity succeed with fresh keys.
+    Ok = 0,
+    /// `400 Throttling: Rate exceeded` and `503 ServiceUnavailable`, in turn.
+    ThrottleAnd503 = 1,
+}
+
+/// A fake STS for what moto cannot do: throttle, fail with 5xx, and issue
+/// credentials with a chosen lifetime. It speaks just enough HTTP/1.1 (one
+/// request per connection) and the STS query protocol's XML for the AWS SDK,
+/// and records when each request arrived and what it was answered.
+struct FakeSts {
+    port: u16,
+    mode: Arc<AtomicU8>,
+    /// (arrival, HTTP status answered)
+    calls: Arc<Mutex<Vec<(Instant, u16)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeSts {
+    fn start(lifetime: Duration) -> FakeSts {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(Mode::Ok as u8));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, c, s) = (mode.clone(), calls.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let issued = AtomicUsize::new(0);
+            for conn in listener.incoming() {
+                if s.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let _ = Self::answer(conn, &m, &c, &issued, lifetime);
+            }
+        });
+        FakeSts {
+            port,
+            mode,
+            calls,
+            stop,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn set(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    fn calls(&self) -> Vec<(Instant, u16)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn answer(
+        conn: TcpStream,
+        mode: &AtomicU8,
+        calls: &Mutex<Vec<(Instant, u16)>>,
+        issued: &AtomicUsize,
+        lifetime: Duration,
+    ) -> std::io::Result<()> {
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut reader = BufReader::new(conn.try_clone()?);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let body = String::from_utf8_lossy(&body);
+        let action = body
+            .split('&')
+            .find_map(|p| p.strip_prefix("Action="))
+            .unwrap_or("AssumeRole")
+            .to_owned();
+        let mut calls = calls.lock().unwrap();
+        let (status, xml) = if mode.load(Ordering::SeqCst) == Mode::Ok as u8 {
+            let n = issued.fetch_add(1, Ordering::Relaxed);
+            let expiration = (OffsetDateTime::now_utc() + lifetime)
+                .replace_nanosecond(0)
+                .unwrap()
+                .format(&Rfc3339)
+                .unwrap();
+            (
+                200,
+                format!(
+                    "<{action}Response xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><{action}Result>\
+                 <Credentials><AccessKeyId>ASIAFAKE{n:012}</AccessKeyId>\
+                 <SecretAccessKey>fakeSecret{n:030}</SecretAccessKey>\
+                 <SessionToken>fakeSessionToken{n:060}</SessionToken>\
+                 <Expiration>{expiration}</Expiration></Credentials>\
+                 <AssumedRoleUser><AssumedRoleId>AROAFAKE:s</AssumedRoleId>\
+                 <Arn>arn:aws:sts::123456789012:assumed-role/app/s</Arn></AssumedRoleUser>\
+                 </{action}Result><ResponseMetadata><RequestId>r{n}</RequestId></ResponseMetadata>\
+                 </{action}Response>"
+                ),
+            )
+        } else if calls.len().is_multiple_of(2) {
+            (
+                400,
+                "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>\
+                   <Message>Rate exceeded</Message></Error><RequestId>t</RequestId></ErrorResponse>"
+                    .to_owned(),
+            )
+        } else {
+            (503, "<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code>\
+                   <Message>Service is unavailable</Message></Error><RequestId>u</RequestId></ErrorResponse>"
+                .to_owned())
+        };
+        calls.push((Instant::now(), status));
+        drop(calls);
+        let mut conn = conn;
+        write!(
+            conn,
+            "HTTP/1.1 {status} X\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+            xml.len()
+        )?;
+        conn.flush()
+    }
+}
+
+impl Drop for FakeSts {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// A TCP proxy that holds every answer from upstream for `delay` before
+/// passing it on: a slow STS (or a slow network path to it).
+struct DelayProxy {
+    port: u16,
+}
+
+impl DelayProxy {
+    fn start(upstream: u16, delay: Duration) -> DelayProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0; 16 * 1024];
+                    let mut first = true;
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if first {
+                            std::thread::sleep(delay);
+                            first = false;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        DelayProxy { port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn secret_args<'a>(keys: &'a [String; 3], url: &'a str) -> Vec<&'a str> {
+    vec![
+        "--source",
+        "secret",
+        "--role-arn",
+        &keys[2],
+        "--access-key-id-file",
+        &keys[0],
+        "--secret-access-key-file",
+        &keys[1],
+        "--region",
+        "us-east-1",
+        "--sts-endpoint",
+        url,
+    ]
+}
+
+fn key_paths(keys: &KubeletDir) -> [String; 3] {
+    [
+        keys.path("aws_access_key_id").display().to_string(),
+        keys.path("aws_secret_access_key").display().to_string(),
+        role("app"),
+    ]
+}
+
+#[test]
+fn throttling_and_503s_keep_the_credentials_and_back_off_with_growing_gaps() {
+    let sts = FakeSts::start(Duration::from_secs(3600));
+    let w = World::new();
+    let mut keys = w.keys(ID, SECRET);
+    let paths = key_paths(&keys);
+    let url = sts.url();
+    let mut sidecar = w.spawn(&mut w.sidecar(&secret_args(&paths, &url)));
+    sidecar.wait_ready();
+    let good = w.credentials();
+
+    // STS starts refusing; a key rotation makes the sidecar call right away.
+    sts.set(Mode::ThrottleAnd503);
+    keys.update(&[
+        ("aws_access_key_id", "AKIAFAULTSEXAMPLE002"),
+        ("aws_secret_access_key", "faultsSecretAccessKeyValue+2"),
+    ]);
+    // Five failed attempts: at 0, 1, 2–3, 4–7 and 8–15 s.
+    wait_until("five refused calls", Duration::from_secs(25), || {
+        assert_eq!(
+            w.credentials(),
+            good,
+            "the credentials changed while STS refused"
+        );
+        assert_eq!(sidecar.probe("/readyz"), Some(200), "readiness dropped");
+        sts.calls().len() >= 6
+    });
+    let calls = sts.calls();
+    let refused: Vec<Instant> = calls[1..].iter().map(|(t, _)| *t).collect();
+    let statuses: Vec<u16> = calls[1..].iter().map(|(_, s)| *s).collect();
+    let gaps: Vec<f64> = refused
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    eprintln!(
+        "retry timeline (s after the first refused call): {:?}",
+        refused
+            .iter()
+            .map(|t| format!("{:.2}", (*t - refused[0]).as_secs_f64()))
+            .collect::<Vec<_>>()
+    );
+    eprintln!("answers: {statuses:?}; gaps (s): {gaps:.2?}");
+    assert!(
+        statuses.contains(&400) && statuses.contains(&503),
+        "{statuses:?}"
+    );
+    // Each gap lies in its backoff step (plus the time a call takes), and
+    // the gaps grow: never more than one call per second.
+    let steps = [(1.0, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 8.0)];
+    for (gap, (low, high)) in gaps.iter().zip(steps) {
+        assert!(
+            *gap >= low - 0.05 && *gap <= high + 0.5,
+            "gap {gap:.2} s outside {low}–{high} s: {gaps:.2?}"
+        );
+    }
+    assert!(
+        gaps[2] > gaps[0] && gaps[3] > gaps[1],
+        "gaps do not grow: {gaps:.2?}"
+    );
+    let logs = sidecar.logs();
+    assert!(
+        logs.contains("Throttling") && logs.contains("ServiceUnavailable"),
+        "{logs}"
+    );
+    assert!(logs.contains("valid_credentials_on_disk\":true"), "{logs}");
+
+    // STS recovers; the next attempt (here: another rotation) succeeds.
+    sts.set(Mode::Ok);
+    keys.update(&[
+        ("aws_access_key_id", "AKIAFAULTSEXAMPLE003"),
+        ("aws_secret_access_key", "faultsSecretAccessKeyValue+3"),
+    ]);
+    wait_until(
+        "new credentials after recovery",
+        Duration::from_secs(10),
+        || w.credentials() != good,
+    );
+    assert_no_secrets(&sidecar.logs(), &[SECRET, "faultsSecretAccessKeyValue+2"]);
+}
+
+#[test]
+fn a_slow_sts_delays_refreshes_but_not_the_health_endpoints_or_the_files() {
+    let moto = Moto::start();
+    let delay = Duration::from_millis(2500);
+    let proxy = DelayProxy::start(moto.port(), delay);
+    let w = World::new();
+    let keys = w.keys(ID, SECRET);
+    let paths = key_paths(&keys);
+    let url = proxy.url();
+    let mut args = secret_args(&paths, &url);
+    // A refresh due ~2.5 s after each answer (which arrives 2.5 s late, so
+    // the credentials have ~897.5 s left), each taking 2.5 s.
+    args.extend(["--session-duration", "900", "--refresh-before", "895s"]);
+    let start = Instant::now();
+    let mut sidecar = w.spawn(&mut w.sidecar(&args));
+    sidecar.wait_ready();
+    let first = start.elapsed();
+    assert!(
+        first >= delay,
+        "credentials after {first:?}, before STS answered"
+    );
+
+    // For 10 s: probes answer at once, the files are always complete and valid.
+    let mut ids = HashSet::new();
+    let mut slowest = Duration::ZERO;
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        let t = Instant::now();
+        assert_eq!(sidecar.probe("/healthz"), Some(200));
+        assert_eq!(sidecar.probe("/readyz"), Some(200));
+        slowest = slowest.max(t.elapsed());
+        ids.insert(w.written_key_id().expect("a complete credentials file"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "first credentials after {first:?}; slowest probe pair {slowest:?}; {} distinct keys in 10 s",
+        ids.len()
+    );
+    assert!(
+        slowest < Duration::from_millis(500),
+        "probes waited on STS: {slowest:?}"
+    );
+    assert!(ids.len() >= 2, "no refresh completed through the slow STS");
+    assert!(
+        !sidecar.logs().contains("refreshing credentials failed"),
+        "{}",
+        sidecar.logs()
+    );
+}
+
+/// A thousand refreshes, each the sidecar's real STS call (against the fake
+/// STS, whose short-lived answers moto cannot give) and its real atomic
+/// writes, while four threads keep reading both credential files: not one
+/// read sees a partial, empty or unparsable file.
+///
+/// The refreshes are driven directly through `StsRefresh::refresh`, the step
+/// the refresh loop runs each time: the loop itself waits at least a second
+/// between attempts (`MIN_DELAY`), so a thousand of them through the binary
+/// would take over 15 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_refreshes_under_concurrent_readers_never_show_a_torn_file() {
+    let sts = FakeSts::start(Duration::from_secs(60));
+    let w = World::new();
+    let keys = w.keys(ID, SECRET);
+    let mut config = SidecarConfig::new(Source::Secret);
+    config.role_arn = Some(role("app").parse().unwrap());
+    config.access_key_id_file = Some(keys.path("aws_access_key_id"));
+    config.secret_access_key_file = Some(keys.path("aws_secret_access_key"));
+    config.region = Some("us-east-1".into());
+    config.sts_endpoint = Some(sts.url());
+    config.output_dir = w.out.clone();
+    let sts_client = Sts::new(&config).await.unwrap();
+    let mut refresher = StsRefresh::new(sts_client, Output::new(&w.out, "default"), &config);
+    refresher.refresh().await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let torn = Arc::new(Mutex::new(Vec::new()));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let readers: Vec<_> = [
+        "credentials",
+        "credentials.json",
+        "credentials",
+        "credentials.json",
+    ]
+    .into_iter()
+    .map(|name| {
+        let path = w.out.join(name);
+        let (stop, torn, reads, seen) = (stop.clone(), torn.clone(), reads.clone(), seen.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                reads.fetch_add(1, Ordering::Relaxed);
+                let id = if name == "credentials" {
+                    (text.ends_with('\n') && text.contains("aws_session_token = fakeSessionToken"))
+                        .then(|| ini_value(&text, "aws_access_key_id"))
+                        .flatten()
+                } else {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .filter(|v| v["Version"] == 1 && v["Expiration"].is_string())
+                        .and_then(|v| v["AccessKeyId"].as_str().map(str::to_owned))
+                };
+                match id {
+                    Some(id) => {
+                        seen.lock().unwrap().insert(id);
+                    }
+                    None => torn.lock().unwrap().push(format!("{name}: {text:?}")),
+                }
+            }
+        })
+    })
+    .collect();
+
+    let start = Instant::now();
+    for i in 0..1000 {
+        if let Err(e) = refresher.refresh().await {
+            panic!("refresh {i} failed: {e}");
+        }
+    }
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    let torn = torn.lock().unwrap();
+    let reads = reads.load(Ordering::Relaxed);
+    let seen = seen.lock().unwrap().len();
+    eprintln!(
+        "1000 refreshes in {took:?}; {reads} reads, {} torn; {seen} distinct keys seen",
+        torn.len()
+    );
+    assert!(
+        torn.is_empty(),
+        "{} torn reads, e.g. {:?}",
+        torn.len(),
+        &torn[..torn.len().min(3)]
+    );
+    assert_eq!(sts.calls().len(), 1001);
+    assert!(reads > 1000, "only {reads} reads");
+    assert!(seen > 100, "readers saw only {seen} different keys");
+    let leftovers: Vec<_> = std::fs::read_dir(&w.out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
