@@ -25,6 +25,7 @@ fn bench(c: &mut Criterion) {
     let ctx = Context {
         namespace: "team-a",
         service_account_annotations: &sa,
+        namespace_labels: &Default::default(),
     };
     assert!(matches!(mutate(&pod, &ctx, &config), Outcome::Patch { .. }));
     c.bench_function("mutate typical pod", |b| {

@@ -15,6 +15,8 @@ use tempcreds_core::Delivery;
 use tempcreds_core::paths;
 use tempcreds_core::spec::ClusterDefaults;
 
+use crate::policy::Policy;
+
 /// The default `sizeLimit` of the shared in-memory volume.
 pub const DEFAULT_VOLUME_SIZE_LIMIT: &str = "1Mi";
 
@@ -38,6 +40,9 @@ pub struct ClusterConfig {
     /// ServiceAccount says (`tempcreds.io/delivery`).
     #[serde(default)]
     pub delivery: Delivery,
+    /// Which sources and role ARNs pods may use (default: any).
+    #[serde(default)]
+    pub policy: Policy,
 }
 
 /// How the sidecar is injected.
@@ -211,6 +216,7 @@ impl ClusterConfig {
             sts_endpoint: None,
             volume_size_limit: default_volume_size_limit(),
             delivery: Delivery::default(),
+            policy: Policy::default(),
         }
     }
 
@@ -303,6 +309,7 @@ impl ClusterConfig {
                 "stsEndpoint: {endpoint:?} is not a URL; expected https://HOST[:PORT]"
             ));
         }
+        errors.extend(self.policy.validate());
         if errors.is_empty() {
             Ok(())
         } else {

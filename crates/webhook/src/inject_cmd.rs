@@ -62,6 +62,7 @@ pub fn inject(
             let ctx = Context {
                 namespace: &namespace,
                 service_account_annotations: sa,
+                namespace_labels: &Default::default(),
             };
             match mutate(template, &ctx, config) {
                 Outcome::NotForUs => {}

@@ -13,6 +13,7 @@ pub mod config;
 pub mod inject_cmd;
 pub mod metrics;
 pub mod mutate;
+pub mod policy;
 pub mod sa_cache;
 pub mod selfcert;
 pub mod selfcert_sync;

@@ -18,6 +18,7 @@ use tempcreds_core::spec::{self, Annotations, Decision, InjectionSpec, PodRef};
 use tempcreds_core::{Delivery, SidecarConfig, Source};
 
 use crate::config::ClusterConfig;
+use crate::policy::Labels;
 
 /// The result of [`mutate`].
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +43,9 @@ pub struct Context<'a> {
     pub namespace: &'a str,
     /// The annotations of the pod's ServiceAccount (empty when unknown).
     pub service_account_annotations: &'a Annotations,
+    /// The labels of the pod's namespace, for the policy's
+    /// `namespaceSelector` (empty when unknown or not needed).
+    pub namespace_labels: &'a Labels,
 }
 
 /// Base name of the injected sidecar container.
@@ -167,6 +171,12 @@ pub fn mutate(pod: &Value, ctx: &Context<'_>, config: &ClusterConfig) -> Outcome
         Ok(w) => w,
         Err(errors) => return deny(&errors),
     };
+    if let Err(message) = config
+        .policy
+        .check(&spec, ctx.namespace, ctx.namespace_labels)
+    {
+        return Outcome::Deny(format!("tempcreds: {message}"));
+    }
     match Plan::new(
         pod,
         &spec,

@@ -9,15 +9,20 @@
 //! its ServiceAccount asks for. RBAC: `get`, `list` and `watch` on
 //! `serviceaccounts`.
 //!
+//! The same watch-cache pattern keeps the labels of every namespace
+//! (metadata only; RBAC `get`, `list`, `watch` on `namespaces`), for the
+//! admission policy's `namespaceSelector`: the admission request does not
+//! carry them. A miss is read once from the API.
+//!
 //! Without any cluster access (no in-cluster config, no kubeconfig) the
-//! webhook still serves, from pod annotations alone.
+//! webhook still serves, from pod annotations alone (and no namespace labels).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -26,7 +31,7 @@ use tempcreds_core::spec::Annotations;
 
 use crate::metrics::Metrics;
 
-/// Where ServiceAccount annotations come from.
+/// Where ServiceAccount annotations (and namespace labels) come from.
 #[derive(Clone)]
 pub enum ServiceAccounts {
     /// No cluster access: ServiceAccount defaults are off.
@@ -47,12 +52,23 @@ impl std::fmt::Debug for ServiceAccounts {
     }
 }
 
-/// The watch cache.
+/// The watch caches.
 pub struct Watched {
     store: Store<PartialObjectMeta<ServiceAccount>>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
     client: kube::Client,
     synced: AtomicBool,
+    namespaces_synced: AtomicBool,
     metrics: Arc<Metrics>,
+}
+
+/// A namespace could not be read after a cache miss.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the labels of namespace {namespace}")]
+pub struct NamespaceLookupError {
+    namespace: String,
+    #[source]
+    source: kube::Error,
 }
 
 /// A ServiceAccount could not be read after a cache miss.
@@ -103,14 +119,41 @@ impl ServiceAccounts {
         }
     }
 
-    /// Starts the watch cache with `client`.
+    /// Starts the watch caches with `client`.
     pub fn watch(client: kube::Client, metrics: Arc<Metrics>) -> ServiceAccounts {
         let (store, writer) = reflector::store();
+        let (namespaces, ns_writer) = reflector::store();
         let watched = Arc::new(Watched {
             store,
+            namespaces,
             client: client.clone(),
             synced: AtomicBool::new(false),
+            namespaces_synced: AtomicBool::new(false),
             metrics,
+        });
+        let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+        let ns_stream = watcher(ns_api, watcher::Config::default())
+            .default_backoff()
+            .modify(|ns: &mut PartialObjectMeta<Namespace>| {
+                ns.metadata.managed_fields = None;
+                ns.metadata.annotations = None;
+            });
+        let ns_stream = reflector::reflector(ns_writer, ns_stream);
+        tokio::spawn(async move {
+            ns_stream
+                .for_each(|event| async move {
+                    if let Err(e) = event {
+                        tracing::warn!(error = %crate::error_chain(&e), "namespace watch error; retrying");
+                    }
+                })
+                .await;
+        });
+        let ns_ready = watched.clone();
+        tokio::spawn(async move {
+            if ns_ready.namespaces.wait_until_ready().await.is_ok() {
+                ns_ready.namespaces_synced.store(true, Ordering::Release);
+                tracing::info!("namespace cache synced");
+            }
         });
         let api: Api<PartialObjectMeta<ServiceAccount>> = Api::all(client);
         let stream = watcher(api, watcher::Config::default())
@@ -147,6 +190,39 @@ impl ServiceAccounts {
         match self {
             ServiceAccounts::Watched(w) => w.synced.load(Ordering::Acquire),
             _ => true,
+        }
+    }
+
+    /// Whether namespace labels are answered from a synced cache (always,
+    /// unless the namespace watch has not completed its first list).
+    pub fn namespaces_ready(&self) -> bool {
+        match self {
+            ServiceAccounts::Watched(w) => w.namespaces_synced.load(Ordering::Acquire),
+            _ => true,
+        }
+    }
+
+    /// The labels of `namespace`: from the cache, or with `fresh` (or on a
+    /// miss) read from the API. Empty without cluster access or when the
+    /// namespace does not exist.
+    pub async fn namespace_labels(
+        &self,
+        namespace: &str,
+        fresh: bool,
+    ) -> Result<BTreeMap<String, String>, NamespaceLookupError> {
+        let ServiceAccounts::Watched(w) = self else {
+            return Ok(BTreeMap::new());
+        };
+        if !fresh && let Some(ns) = w.namespaces.get(&ObjectRef::new(namespace)) {
+            return Ok(ns.metadata.labels.clone().unwrap_or_default());
+        }
+        let api: Api<PartialObjectMeta<Namespace>> = Api::all(w.client.clone());
+        match api.get_opt(namespace).await {
+            Ok(found) => Ok(found.and_then(|ns| ns.metadata.labels).unwrap_or_default()),
+            Err(source) => Err(NamespaceLookupError {
+                namespace: namespace.to_owned(),
+                source,
+            }),
         }
     }
 

@@ -90,8 +90,17 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.service_accounts.is_ready() {
+    let namespaces_needed = state.config.load().policy.needs_namespace_labels();
+    if state.service_accounts.is_ready()
+        && (!namespaces_needed || state.service_accounts.namespaces_ready())
+    {
         (StatusCode::OK, "ok\n").into_response()
+    } else if state.service_accounts.is_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the namespace cache to sync (policy.roles uses namespaceSelector)\n",
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -281,11 +290,48 @@ async fn decide(state: &AppState, request: Request) -> Result<(RequestResult, Va
         }
     };
     let config = state.config.load();
-    let ctx = Context {
+    let labels_needed = config.policy.needs_namespace_labels() && !opted_out;
+    let labels = if labels_needed {
+        match state
+            .service_accounts
+            .namespace_labels(&request.namespace, false)
+            .await
+        {
+            Ok(labels) => labels,
+            Err(e) => {
+                let message = format!(
+                    "tempcreds: {}; the cluster's policy selects namespaces by label, so the pod \
+                     cannot be checked; retry shortly",
+                    crate::error_chain(&e)
+                );
+                return Ok(deny(uid, message));
+            }
+        }
+    } else {
+        Default::default()
+    };
+    let mut ctx = Context {
         namespace: &request.namespace,
         service_account_annotations: &sa_annotations,
+        namespace_labels: &labels,
     };
-    Ok(match mutate::mutate(&pod, &ctx, &config) {
+    let mut outcome = mutate::mutate(&pod, &ctx, &config);
+    // Before refusing on cached labels, read them once from the API: the
+    // namespace may have been labelled moments ago.
+    let fresh;
+    if labels_needed
+        && matches!(outcome, Outcome::Deny(_))
+        && let Ok(labels) = state
+            .service_accounts
+            .namespace_labels(&request.namespace, true)
+            .await
+        && labels != *ctx.namespace_labels
+    {
+        fresh = labels;
+        ctx.namespace_labels = &fresh;
+        outcome = mutate::mutate(&pod, &ctx, &config);
+    }
+    Ok(match outcome {
         Outcome::NotForUs => allow(uid),
         Outcome::Patch { patch, warnings } => {
             let mut response = json!({"uid": uid, "allowed": true});

@@ -69,6 +69,7 @@ fn golden_pods() {
         let ctx = Context {
             namespace: "team-a",
             service_account_annotations: &sa,
+            namespace_labels: &Default::default(),
         };
         let (result, warnings, denied) = match mutate(&pod, &ctx, &config) {
             Outcome::NotForUs => (Some(pod.clone()), vec![], None),
@@ -107,6 +108,7 @@ fn patch_paths_are_escaped_and_absent_arrays_created() {
     let ctx = Context {
         namespace: "team-a",
         service_account_annotations: &sa,
+        namespace_labels: &Default::default(),
     };
     let Outcome::Patch { patch, .. } = mutate(&pod, &ctx, &default_config()) else {
         panic!("not patched")
@@ -138,6 +140,7 @@ fn patch_paths_are_escaped_and_absent_arrays_created() {
     let ctx = Context {
         namespace: "team-a",
         service_account_annotations: &sa,
+        namespace_labels: &Default::default(),
     };
     let Outcome::Patch { patch, .. } = mutate(&plain, &ctx, &default_config()) else {
         panic!("not patched")

@@ -143,7 +143,7 @@ proptest! {
         let mut config = ClusterConfig::with_image("img");
         config.sidecar.native_sidecar = native;
         let sa = BTreeMap::new();
-        let ctx = Context { namespace: "ns", service_account_annotations: &sa };
+        let ctx = Context { namespace: "ns", service_account_annotations: &sa, namespace_labels: &Default::default(), };
         let Outcome::Patch { patch, .. } = mutate(&input, &ctx, &config) else {
             return Ok(());
         };
@@ -209,6 +209,7 @@ fn the_generator_produces_injected_pods() {
     let ctx = Context {
         namespace: "ns",
         service_account_annotations: &sa,
+        namespace_labels: &Default::default(),
     };
     let config = ClusterConfig::with_image("img");
     let patched = (0..300)

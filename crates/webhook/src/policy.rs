@@ -1,0 +1,405 @@
+//! The cluster operator's admission policy (`policy:` in the cluster
+//! config): which credential sources pods may use at all, and which role
+//! ARNs each namespace may assume.
+//!
+//! ```yaml
+//! policy:
+//!   allowedSources: [web-identity]          # default: all three
+//!   roles:                                  # absent: any role, anywhere
+//!   - namespaces: [payments, "team-*"]      # names or globs
+//!     namespaceSelector:
+//!       matchLabels: {tempcreds.io/team: payments}
+//!     roleArns: ["arn:aws:iam::123456789012:role/payments-*"]
+//! ```
+//!
+//! With `roles` present, a pod's role ARN and every chained role ARN must
+//! match a `roleArns` glob of a rule that applies to the pod's namespace. A
+//! rule applies when the namespace matches one of its `namespaces` (when
+//! given) and its `namespaceSelector` (when given); each rule names at least
+//! one of the two. Globs know `*` (any run of characters, `/` and `:`
+//! included, as in IAM) and `?` (one character).
+//!
+//! The policy lives in the operator's config, not in namespace annotations,
+//! so namespace owners cannot widen it. Namespace labels are not in the
+//! admission request: the server reads them from its namespace cache and
+//! passes them to the pure [`crate::mutate::mutate`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+use tempcreds_core::Source;
+use tempcreds_core::annotations as a;
+use tempcreds_core::spec::InjectionSpec;
+
+/// Labels of a namespace.
+pub type Labels = BTreeMap<String, String>;
+
+/// The `policy:` section of the cluster config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    /// Sources pods may use (default: all). The secure setting is
+    /// `[web-identity]`: no long-term keys in Secrets, no node credentials.
+    #[serde(default = "all_sources")]
+    pub allowed_sources: Vec<Source>,
+    /// Which role ARNs each namespace may use; `None`: any role anywhere.
+    #[serde(default)]
+    pub roles: Option<Vec<RoleRule>>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allowed_sources: all_sources(),
+            roles: None,
+        }
+    }
+}
+
+fn all_sources() -> Vec<Source> {
+    Source::ALL.to_vec()
+}
+
+/// One rule of `policy.roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleRule {
+    /// Namespace names or globs.
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+    /// Namespaces by label.
+    #[serde(default)]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Role ARN globs allowed in those namespaces.
+    pub role_arns: Vec<String>,
+}
+
+/// A label selector (`matchLabels` only).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    /// Every label must be present with this value; empty matches all.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl RoleRule {
+    fn applies_to(&self, namespace: &str, labels: &Labels) -> bool {
+        let by_name = self
+            .namespaces
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| glob_match(p, namespace)));
+        let by_label = self.namespace_selector.as_ref().is_none_or(|s| {
+            s.match_labels
+                .iter()
+                .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
+        });
+        by_name && by_label
+    }
+}
+
+impl Policy {
+    /// Every problem, each naming its field (`policy.roles[1].roleArns`).
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.allowed_sources.is_empty() {
+            errors.push(
+                "policy.allowedSources: is empty, which refuses every pod; \
+                 accepted: a list of web-identity, secret, ambient"
+                    .to_owned(),
+            );
+        }
+        for (i, rule) in self.roles.iter().flatten().enumerate() {
+            let field = format!("policy.roles[{i}]");
+            if rule.namespaces.is_none() && rule.namespace_selector.is_none() {
+                errors.push(format!(
+                    "{field}: names neither namespaces nor namespaceSelector; \
+                     write namespaces: [\"*\"] for every namespace"
+                ));
+            }
+            if let Some(list) = &rule.namespaces {
+                if list.is_empty() {
+                    errors.push(format!(
+                        "{field}.namespaces: is empty, so the rule applies nowhere"
+                    ));
+                }
+                for n in list.iter().filter(|n| n.trim().is_empty()) {
+                    errors.push(format!(
+                        "{field}.namespaces: {n:?} is not a namespace name or glob"
+                    ));
+                }
+            }
+            if rule.role_arns.is_empty() {
+                errors.push(format!(
+                    "{field}.roleArns: is empty; list role ARN globs such as \
+                     arn:aws:iam::123456789012:role/team-a-*"
+                ));
+            }
+            for arn in &rule.role_arns {
+                if !arn.starts_with("arn:") || arn.chars().any(char::is_whitespace) {
+                    errors.push(format!(
+                        "{field}.roleArns: {arn:?} is not a role ARN glob such as \
+                         arn:aws:iam::123456789012:role/team-a-*"
+                    ));
+                }
+            }
+        }
+        errors
+    }
+
+    /// Whether deciding needs the namespace's labels.
+    pub fn needs_namespace_labels(&self) -> bool {
+        self.roles
+            .iter()
+            .flatten()
+            .any(|r| r.namespace_selector.is_some())
+    }
+
+    /// Checks what `spec` asks for against the policy, for a pod in
+    /// `namespace` with `labels`; the error names the rule set, the value
+    /// and the namespace.
+    pub fn check(
+        &self,
+        spec: &InjectionSpec,
+        namespace: &str,
+        labels: &Labels,
+    ) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if !self.allowed_sources.contains(&spec.source) {
+            problems.push(format!(
+                "{}={} is not allowed by the cluster's policy (policy.allowedSources: {})",
+                a::SOURCE,
+                spec.source,
+                join(self.allowed_sources.iter().map(ToString::to_string))
+            ));
+        }
+        if let Some(rules) = &self.roles {
+            let applicable: Vec<(usize, &RoleRule)> = rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.applies_to(namespace, labels))
+                .collect();
+            let asked = spec
+                .role_arn
+                .iter()
+                .map(|r| (a::ROLE_ARN, r))
+                .chain(spec.chain_role_arns.iter().map(|r| (a::CHAIN_ROLE_ARNS, r)));
+            for (annotation, arn) in asked {
+                let arn = arn.to_string();
+                let allowed = applicable
+                    .iter()
+                    .any(|(_, r)| r.role_arns.iter().any(|p| glob_match(p, &arn)));
+                if allowed {
+                    continue;
+                }
+                let mut message = format!(
+                    "{annotation} {arn} is not allowed in namespace {namespace} by the cluster's policy"
+                );
+                if applicable.is_empty() {
+                    let _ = write!(
+                        message,
+                        " (no rule of policy.roles applies to this namespace)"
+                    );
+                } else {
+                    let here = applicable.iter().map(|(i, r)| {
+                        format!("{} by policy.roles[{i}]", join(r.role_arns.iter().cloned()))
+                    });
+                    let _ = write!(
+                        message,
+                        " (allowed here: {})",
+                        here.collect::<Vec<_>>().join("; ")
+                    );
+                }
+                problems.push(message);
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(", ")
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of
+/// characters (also empty) and `?` exactly one; everything else matches
+/// itself. Linear backtracking on the last `*`, so no pattern is slow.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == t[ti])) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tempcreds_core::spec::{Annotations, Decision, resolve};
+
+    #[test]
+    fn globs() {
+        for (p, t) in [
+            ("*", ""),
+            ("*", "anything/at:all"),
+            ("team-*", "team-a"),
+            ("team-?", "team-b"),
+            (
+                "arn:aws:iam::123456789012:role/team-a-*",
+                "arn:aws:iam::123456789012:role/team-a-reader",
+            ),
+            (
+                "arn:aws:iam::*:role/ci",
+                "arn:aws:iam::210987654321:role/ci",
+            ),
+            ("a*b*c", "aXbYbZc"),
+            ("exact", "exact"),
+        ] {
+            assert!(glob_match(p, t), "{p} {t}");
+        }
+        for (p, t) in [
+            ("team-?", "team-ab"),
+            ("team-*", "xteam-a"),
+            (
+                "arn:aws:iam::123456789012:role/team-a-*",
+                "arn:aws:iam::123456789012:role/team-b-x",
+            ),
+            ("exact", "exact2"),
+            ("a*b", "acb-"),
+            ("", "x"),
+        ] {
+            assert!(!glob_match(p, t), "{p} {t}");
+        }
+        // Many stars against a long text stay fast.
+        let long = "a".repeat(10_000);
+        assert!(!glob_match("*a*a*a*a*a*b", &long));
+    }
+
+    fn spec(pairs: &[(&str, &str)]) -> InjectionSpec {
+        let pod: Annotations = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        match resolve(&pod, &Annotations::new()) {
+            Ok(Decision::Inject(s)) => *s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn policy(yaml: &str) -> Policy {
+        let p: Policy = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(p.validate(), Vec::<String>::new());
+        p
+    }
+
+    #[test]
+    fn roles_by_namespace_name_and_label() {
+        let p = policy(
+            r#"
+roles:
+- namespaces: [payments]
+  roleArns: ["arn:aws:iam::123456789012:role/payments-*"]
+- namespaceSelector: {matchLabels: {team: data}}
+  roleArns: ["arn:aws:iam::123456789012:role/data-*"]
+"#,
+        );
+        let none = Labels::new();
+        let data = Labels::from([("team".into(), "data".into())]);
+        let s = spec(&[(
+            "tempcreds.io/role-arn",
+            "arn:aws:iam::123456789012:role/payments-api",
+        )]);
+        assert_eq!(p.check(&s, "payments", &none), Ok(()));
+        let e = p.check(&s, "analytics", &data).unwrap_err();
+        assert_eq!(
+            e,
+            "tempcreds.io/role-arn arn:aws:iam::123456789012:role/payments-api is not allowed in \
+             namespace analytics by the cluster's policy (allowed here: \
+             arn:aws:iam::123456789012:role/data-* by policy.roles[1])"
+        );
+        let e = p.check(&s, "other", &none).unwrap_err();
+        assert!(e.contains("no rule of policy.roles applies"), "{e}");
+        // Every chained role is checked too.
+        let s = spec(&[
+            (
+                "tempcreds.io/role-arn",
+                "arn:aws:iam::123456789012:role/data-reader",
+            ),
+            (
+                "tempcreds.io/chain-role-arns",
+                "arn:aws:iam::999999999999:role/admin",
+            ),
+        ]);
+        let e = p.check(&s, "analytics", &data).unwrap_err();
+        assert!(
+            e.starts_with("tempcreds.io/chain-role-arns arn:aws:iam::999999999999:role/admin"),
+            "{e}"
+        );
+        // Without roles, any role is allowed.
+        assert_eq!(Policy::default().check(&s, "x", &none), Ok(()));
+        assert!(p.needs_namespace_labels());
+        assert!(!Policy::default().needs_namespace_labels());
+    }
+
+    #[test]
+    fn sources() {
+        let p = policy("allowedSources: [web-identity]");
+        let s = spec(&[("tempcreds.io/role-arn", "arn:aws:iam::123456789012:role/x")]);
+        assert_eq!(p.check(&s, "ns", &Labels::new()), Ok(()));
+        let s = spec(&[
+            ("tempcreds.io/inject", "true"),
+            ("tempcreds.io/secret-name", "keys"),
+        ]);
+        let e = p.check(&s, "ns", &Labels::new()).unwrap_err();
+        assert_eq!(
+            e,
+            "tempcreds.io/source=secret is not allowed by the cluster's policy (policy.allowedSources: web-identity)"
+        );
+    }
+
+    #[test]
+    fn bad_policies_name_the_field() {
+        let p: Policy = serde_yaml::from_str(
+            "allowedSources: []\nroles:\n- roleArns: []\n- namespaces: []\n  roleArns: [team-a]",
+        )
+        .unwrap();
+        let e = p.validate().join("\n");
+        for field in [
+            "policy.allowedSources",
+            "policy.roles[0]: names neither",
+            "policy.roles[0].roleArns: is empty",
+            "policy.roles[1].namespaces",
+            "policy.roles[1].roleArns: \"team-a\"",
+        ] {
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        let e = serde_yaml::from_str::<Policy>("roles: [{namespace: [a], roleArns: [x]}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("namespace"), "{e}");
+        let e = serde_yaml::from_str::<Policy>("allowedSources: [node]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("web-identity"), "{e}");
+    }
+}
