@@ -104,6 +104,17 @@ impl ControlPlane {
 
     /// Like [`ControlPlane::kubectl`], feeding `stdin` (e.g. `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+        self.kubectl_with_stderr(args, stdin)
+            .map(|(stdout, _)| stdout)
+    }
+
+    /// Like [`ControlPlane::kubectl_stdin`], returning stdout and stderr
+    /// (where kubectl prints admission warnings as `Warning: ...`).
+    pub fn kubectl_with_stderr(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<(String, String)> {
         use std::io::Write;
         use std::process::{Command, Stdio};
         let mut child = Command::new(tool("kubectl"))
@@ -132,7 +143,10 @@ impl ControlPlane {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
-        Ok(String::from_utf8(out.stdout)?)
+        Ok((
+            String::from_utf8(out.stdout)?,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// Creates a namespace with a unique name starting with `prefix`,

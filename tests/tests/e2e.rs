@@ -622,6 +622,160 @@ fn bad_annotation_is_refused_with_a_message_naming_it() {
     assert!(err.contains("12 digits"), "{err}");
 }
 
+/// `tempcreds.io/session-tags-policy: simple` through the real webhook: the
+/// namespace and ServiceAccount tags rendered at admission, the pod-name tag
+/// added by the sidecar from the downward API, all on the first AssumeRole.
+#[test]
+fn simple_session_tags_reach_sts_on_the_first_assume_role() {
+    let case = Case::new("e2e-tags");
+    case.service_account("tagged", &[]);
+    case.secret("aws-keys", "AKIAE2EEXAMPLE000004", "long-term-secret-e2e");
+    let pod = case.pod(
+        "tagged-pod",
+        "tagged",
+        &[
+            ("tempcreds.io/role-arn", ROLE),
+            ("tempcreds.io/secret-name", "aws-keys"),
+            ("tempcreds.io/session-tags-policy", "simple"),
+            ("tempcreds.io/session-tags", "cost-center=42"),
+        ],
+    );
+    assert_invariants(&pod);
+    let arn = case.run(pod, &[]);
+    assert_eq!(
+        arn,
+        "arn:aws:sts::123456789012:assumed-role/e2e-reader/tagged-pod"
+    );
+    let calls: Vec<_> = case
+        .moto
+        .sts_requests()
+        .into_iter()
+        .filter(|r| r.action != "GetCallerIdentity")
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].action, "AssumeRole");
+    let tags: Vec<(String, String)> = (1..)
+        .map_while(|i| {
+            Some((
+                calls[0].param(&format!("Tags.member.{i}.Key"))?.to_owned(),
+                calls[0]
+                    .param(&format!("Tags.member.{i}.Value"))?
+                    .to_owned(),
+            ))
+        })
+        .collect();
+    let want = [
+        ("kubernetes-namespace", case.ns.as_str()),
+        ("kubernetes-service-account", "tagged"),
+        ("cost-center", "42"),
+        ("kubernetes-pod-name", "tagged-pod"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    assert_eq!(tags, want);
+}
+
+/// The admission policy on the real API server: what `kubectl apply`
+/// shows for an allowed, a denied and a warned pod.
+#[test]
+fn policy_allows_denies_and_kubectl_shows_the_message_and_warnings() {
+    let case = Case::with_config(
+        "e2e-policy",
+        "policy:\n  allowedSources: [web-identity, secret]\n  roles:\n\
+         \x20 - namespaces: [\"e2e-policy-*\"]\n\
+         \x20   roleArns: [\"arn:aws:iam::123456789012:role/e2e-*\"]\n\
+         \x20 - namespaceSelector: {matchLabels: {tempcreds-e2e-team: data}}\n\
+         \x20   roleArns: [\"arn:aws:iam::123456789012:role/data-*\"]\n",
+    );
+    case.service_account("default", &[]);
+    let apply = |name: &str, annotations: &[(&str, &str)], env: Value| {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": map(annotations)},
+            "spec": {"containers": [{"name": "app", "image": "amazon/aws-cli", "env": env}]}
+        });
+        case.cp.kubectl_with_stderr(
+            &["-n", &case.ns, "apply", "-f", "-"],
+            Some(&pod.to_string()),
+        )
+    };
+
+    // Allowed: the role matches the namespace's rule; no warning.
+    let (_, stderr) = apply("allowed", &[("tempcreds.io/role-arn", ROLE)], json!([]))
+        .unwrap_or_else(|e| panic!("{e}\n{}", case.hook.log()));
+    assert!(!stderr.contains("Warning"), "{stderr}");
+    assert!(!case.stored("allowed")["spec"]["initContainers"].is_null());
+
+    // Denied: kubectl's error names the annotation, the ARN, the namespace
+    // and what is allowed there.
+    let admin = "arn:aws:iam::123456789012:role/admin";
+    let err = apply("denied", &[("tempcreds.io/role-arn", admin)], json!([]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "tempcreds.io/role-arn {admin} is not allowed in namespace {} by the cluster's policy \
+             (allowed here: arn:aws:iam::123456789012:role/e2e-* by policy.roles[0])",
+            case.ns
+        )),
+        "{err}"
+    );
+    let err = apply(
+        "ambient",
+        &[
+            ("tempcreds.io/role-arn", ROLE),
+            ("tempcreds.io/source", "ambient"),
+        ],
+        json!([]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("tempcreds.io/source=ambient is not allowed by the cluster's policy"),
+        "{err}"
+    );
+
+    // A rule by namespace label: the label set just now is seen.
+    let data_role = "arn:aws:iam::123456789012:role/data-reader";
+    assert!(
+        apply(
+            "data-before",
+            &[("tempcreds.io/role-arn", data_role)],
+            json!([])
+        )
+        .is_err()
+    );
+    case.cp
+        .kubectl(&["label", "namespace", &case.ns, "tempcreds-e2e-team=data"])
+        .unwrap();
+    apply("data", &[("tempcreds.io/role-arn", data_role)], json!([]))
+        .unwrap_or_else(|e| panic!("{e}\n{}", case.hook.log()));
+
+    // Warned: created, and kubectl prints what tempcreds did that the
+    // author may not expect.
+    let (_, stderr) = apply(
+        "warned",
+        &[
+            ("tempcreds.io/role-arn", ROLE),
+            (
+                "tempcreds.io/chain-role-arns",
+                "arn:aws:iam::123456789012:role/e2e-hop",
+            ),
+            ("tempcreds.io/session-duration", "2h"),
+            ("tempcreds.io/session-tags", "team=a"),
+            ("tempcreds.io/session-tags-policy", "none"),
+        ],
+        json!([{"name": "AWS_ACCESS_KEY_ID", "value": "AKIAOLDKEYEXAMPLE"}]),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", case.hook.log()));
+    for needle in [
+        "Warning: tempcreds.io/session-tags is ignored because tempcreds.io/session-tags-policy=none",
+        "Warning: tempcreds.io/session-duration 2h: chained role sessions last at most 1h",
+        "Warning: container \"app\" sets AWS_ACCESS_KEY_ID",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+}
+
 fn map(pairs: &[(&str, &str)]) -> serde_json::Map<String, Value> {
     pairs
         .iter()
