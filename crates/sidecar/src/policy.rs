@@ -132,7 +132,7 @@ pub fn advice(
     caller_arn: Option<&str>,
 ) -> Vec<Advice> {
     let mut out = Vec::new();
-    let tags = !config.session_tags.is_empty();
+    let tags = !config.effective_session_tags().is_empty();
     let source_identity = config.source_identity.is_some();
     let external_id = config.external_id.as_ref().map(ToString::to_string);
     let caller = match (config.source, caller_arn) {
@@ -248,6 +248,11 @@ mod tests {
         let mut c = SidecarConfig::new(Source::Secret);
         c.role_arn = Some(role("app"));
         c.access_key_id_file = Some(PathBuf::from("/k/id"));
+        c.pod_name_tag_key = Some("kubernetes-pod-name".into());
+        let a = advice(&c, None, None);
+        let stmt = &a[0].policy["Statement"][0];
+        assert_eq!(stmt["Action"], json!(["sts:AssumeRole", "sts:TagSession"]));
+        c.pod_name_tag_key = None;
         c.session_tags = vec!["team=a".parse().unwrap()];
         c.external_id = Some("ext-1".parse().unwrap());
         let a = advice(&c, None, Some("arn:aws:iam::111111111111:user/ci"));
