@@ -87,27 +87,42 @@ impl Refresh for StsRefresh {
     }
 }
 
+/// Checks that need this process's environment and file system, so they
+/// cannot be part of `SidecarConfig::validate` (which the webhook also runs
+/// at admission, before the pod has a name or volumes).
+fn local_checks(config: &SidecarConfig) -> Vec<tempcreds_core::ConfigError> {
+    let mut errors = Vec::new();
+    if config.pod_name_tag_key.is_some() && config.pod_name.is_none() {
+        errors.push(tempcreds_core::ConfigError {
+            flag: "pod-name-tag-key",
+            message: "needs the pod's name: --pod-name or TEMPCREDS_POD_NAME \
+                      (the webhook sets it from the downward API)"
+                .into(),
+        });
+    }
+    if !config.output_dir.is_dir() {
+        errors.push(tempcreds_core::ConfigError {
+            flag: "output-dir",
+            message: format!(
+                "{} is not an existing directory; the credentials are written there \
+                 (in a pod, the shared volume the webhook mounts)",
+                config.output_dir.display()
+            ),
+        });
+    }
+    errors
+}
+
 /// Runs `tempcreds-sidecar run` and returns the process's exit code.
 pub fn run(args: RunArgs) -> ExitCode {
     let config = args.config;
-    // Checked here, not in validate(): the webhook validates the same
-    // configuration at admission, before the pod has a name.
-    let missing_pod_name =
-        (config.pod_name_tag_key.is_some() && config.pod_name.is_none()).then(|| {
-            tempcreds_core::ConfigError {
-                flag: "pod-name-tag-key",
-                message: "needs the pod's name: --pod-name or TEMPCREDS_POD_NAME \
-                      (the webhook sets it from the downward API)"
-                    .into(),
-            }
-        });
-    let validated = match (config.validate(), missing_pod_name) {
-        (Ok(_), Some(e)) => Err(vec![e]),
-        (Err(mut errors), Some(e)) => {
-            errors.push(e);
+    let validated = match (config.validate(), local_checks(&config)) {
+        (result, extra) if extra.is_empty() => result,
+        (Ok(_), extra) => Err(extra),
+        (Err(mut errors), extra) => {
+            errors.extend(extra);
             Err(errors)
         }
-        (result, None) => result,
     };
     match validated {
         Ok(warnings) => {

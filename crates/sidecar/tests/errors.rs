@@ -299,3 +299,32 @@ fn sts_errors_are_explained_with_cause_and_fix() {
         &["InvalidClientTokenId", "--access-key-id-file"],
     );
 }
+
+#[test]
+fn a_missing_output_directory_is_a_configuration_error_not_endless_retries() {
+    let w = World::new();
+    std::fs::remove_dir(&w.out).unwrap();
+    let keys = w.keys("AKIAOUTPUTDIRTEST001", "secret");
+    let out = w.once(&[
+        "--source",
+        "secret",
+        "--access-key-id-file",
+        &keys.path("aws_access_key_id").display().to_string(),
+        "--secret-access-key-file",
+        &keys.path("aws_secret_access_key").display().to_string(),
+        "--region",
+        "us-east-1",
+        "--sts-endpoint",
+        "http://127.0.0.1:9",
+    ]);
+    assert_fails(
+        &w,
+        &out,
+        64,
+        &[
+            "--output-dir",
+            "not an existing directory",
+            &w.out.display().to_string(),
+        ],
+    );
+}
