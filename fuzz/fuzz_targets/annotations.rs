@@ -1,0 +1,49 @@
+//! The annotation rules (`tempcreds_core::spec::resolve`) on pod and
+//! ServiceAccount annotations made of the input, then, for an opted-in pod,
+//! the sidecar configuration derived from them: it must pass the sidecar's
+//! own validation (what the webhook accepts, the sidecar must start with),
+//! and its command line must parse back to the same configuration.
+//!
+//! Input lines: `<selector byte><value>`; the selector's low bit picks the
+//! pod or the ServiceAccount, the rest the annotation.
+
+#![no_main]
+
+use clap::Parser;
+use libfuzzer_sys::fuzz_target;
+use tempcreds_core::SidecarConfig;
+use tempcreds_core::annotations::USER_ANNOTATIONS;
+use tempcreds_core::spec::{self, Annotations, ClusterDefaults, Decision, PodRef};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    config: SidecarConfig,
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (mut pod, mut sa) = (Annotations::new(), Annotations::new());
+    for line in data.split(|b| *b == b'\n') {
+        if let Some((sel, value)) = line.split_first() {
+            let key = USER_ANNOTATIONS[(*sel >> 1) as usize % USER_ANNOTATIONS.len()];
+            let value = String::from_utf8_lossy(value).into_owned();
+            if sel & 1 == 0 { &mut pod } else { &mut sa }.insert(key.to_owned(), value);
+        }
+    }
+    let Ok(Decision::Inject(spec)) = spec::resolve(&pod, &sa) else {
+        return;
+    };
+    let pod_ref = PodRef {
+        namespace: "team-a",
+        service_account: "app",
+    };
+    let config = spec.sidecar_config(&ClusterDefaults::default(), pod_ref);
+    // The webhook denies what the sidecar would refuse.
+    if spec.check(&config, &pod, &sa).is_err() {
+        return;
+    }
+    let args = config.to_args();
+    let parsed = Cli::try_parse_from(std::iter::once("sidecar".to_owned()).chain(args.clone()))
+        .unwrap_or_else(|e| panic!("the sidecar refuses its own arguments {args:?}: {e}"));
+    assert_eq!(parsed.config, config, "arguments {args:?} do not round-trip");
+});
