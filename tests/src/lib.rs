@@ -178,3 +178,109 @@ pub fn unique_suffix() -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Polls `cond` every 100 ms until it holds; panics naming `what` after
+/// `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Whether `GET url` answers 2xx over TLS verified against the PEM CA file
+/// `ca` (with curl, a client independent of our own TLS code). `resolve`
+/// maps a host name to 127.0.0.1 (`curl --resolve`), for certificates issued
+/// to a Service's DNS name.
+pub fn https_ok(url: &str, ca: &std::path::Path, resolve: Option<(&str, u16)>) -> bool {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-fsS", "-o", "/dev/null", "--max-time", "5", "--cacert"])
+        .arg(ca);
+    if let Some((host, port)) = resolve {
+        cmd.arg("--resolve").arg(format!("{host}:{port}:127.0.0.1"));
+    }
+    cmd.arg(url)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A MutatingWebhookConfiguration routing pod creations (failurePolicy
+/// Fail) in namespaces carrying `labels` to `https://127.0.0.1:PORT/mutate`,
+/// deleted on drop. It is cluster-scoped: give each test its own name and
+/// label value so parallel tests do not see each other's webhook.
+pub struct Registration {
+    cp: ControlPlane,
+    /// The configuration's name.
+    pub name: String,
+}
+
+impl Registration {
+    /// Applies the configuration. `ca_pem` becomes the caBundle; `None`
+    /// leaves it out, as the chart does, for the webhook to fill.
+    pub fn apply(
+        cp: &ControlPlane,
+        name: &str,
+        port: u16,
+        ca_pem: Option<&str>,
+        labels: &[(&str, &str)],
+    ) -> Registration {
+        use base64::Engine;
+        let ca_bundle = ca_pem
+            .map(|pem| {
+                format!(
+                    "\n    caBundle: {}",
+                    base64::engine::general_purpose::STANDARD.encode(pem)
+                )
+            })
+            .unwrap_or_default();
+        let labels: String = labels
+            .iter()
+            .map(|(k, v)| format!("\n      {k}: \"{v}\""))
+            .collect();
+        let manifest = format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: {name}
+webhooks:
+- name: pods.tempcreds.io
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Fail
+  reinvocationPolicy: IfNeeded
+  timeoutSeconds: 10
+  clientConfig:
+    url: https://127.0.0.1:{port}/mutate{ca_bundle}
+  rules:
+  - operations: ["CREATE"]
+    apiGroups: [""]
+    apiVersions: ["v1"]
+    resources: ["pods"]
+  namespaceSelector:
+    matchLabels:{labels}
+"#
+        );
+        cp.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest))
+            .expect("register the webhook");
+        Registration {
+            cp: cp.clone(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.cp.kubectl(&[
+            "delete",
+            "mutatingwebhookconfiguration",
+            &self.name,
+            "--ignore-not-found",
+        ]);
+    }
+}

@@ -1,11 +1,11 @@
 //! The real `tempcreds-webhook serve` process, registered with the local
 //! kube-apiserver by URL for one test's namespaces.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{ControlPlane, bins, free_port, unique_suffix};
+use crate::{ControlPlane, Registration, bins, free_port, https_ok, unique_suffix, wait_until};
 
 /// A running webhook plus the MutatingWebhookConfiguration that routes pod
 /// creations in namespaces labelled `tempcreds-test=<selector>` to it. Both
@@ -13,8 +13,7 @@ use crate::{ControlPlane, bins, free_port, unique_suffix};
 pub struct Webhook {
     child: Child,
     cp: ControlPlane,
-    /// The MutatingWebhookConfiguration's name.
-    pub configuration: String,
+    registration: Option<Registration>,
     /// Label value namespaces must carry (`tempcreds-test=<this>`).
     pub selector: String,
     /// The HTTPS port on 127.0.0.1.
@@ -62,75 +61,30 @@ impl Webhook {
         let mut hook = Webhook {
             child,
             cp: cp.clone(),
-            configuration: format!("tempcreds-e2e-{suffix}"),
+            registration: None,
             selector: suffix,
             port,
             dir,
         };
         hook.wait_ready(&cert_file);
-        hook.register(&cert.pem());
+        hook.registration = Some(Registration::apply(
+            cp,
+            &format!("tempcreds-e2e-{}", hook.selector),
+            port,
+            Some(&cert.pem()),
+            &[("tempcreds-test", &hook.selector)],
+        ));
         hook
     }
 
-    fn wait_ready(&mut self, ca: &PathBuf) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ok = Command::new("curl")
-                .args(["-fsS", "-o", "/dev/null", "--cacert"])
-                .arg(ca)
-                .arg(format!("https://127.0.0.1:{}/readyz", self.port))
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
+    fn wait_ready(&mut self, ca: &Path) {
+        let url = format!("https://127.0.0.1:{}/readyz", self.port);
+        wait_until("the webhook is ready", Duration::from_secs(60), || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("tempcreds-webhook exited with {status}: {}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "webhook not ready in 60s: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn register(&self, ca_pem: &str) {
-        use base64::Engine;
-        let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-        let yaml = format!(
-            r#"apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: {name}
-webhooks:
-- name: pods.tempcreds.io
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  failurePolicy: Fail
-  reinvocationPolicy: IfNeeded
-  timeoutSeconds: 10
-  clientConfig:
-    url: https://127.0.0.1:{port}/mutate
-    caBundle: {ca}
-  rules:
-  - operations: ["CREATE"]
-    apiGroups: [""]
-    apiVersions: ["v1"]
-    resources: ["pods"]
-  namespaceSelector:
-    matchLabels:
-      tempcreds-test: "{selector}"
-"#,
-            name = self.configuration,
-            port = self.port,
-            selector = self.selector,
-        );
-        self.cp
-            .kubectl_stdin(&["apply", "-f", "-"], Some(&yaml))
-            .expect("register the webhook");
+            https_ok(&url, ca, None)
+        });
     }
 
     /// Creates a namespace routed to this webhook and returns its name.
@@ -149,12 +103,8 @@ webhooks:
 
 impl Drop for Webhook {
     fn drop(&mut self) {
-        let _ = self.cp.kubectl(&[
-            "delete",
-            "mutatingwebhookconfiguration",
-            &self.configuration,
-            "--ignore-not-found",
-        ]);
+        // Unregister before stopping, so no pod creation hits a dead webhook.
+        self.registration.take();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -445,15 +445,12 @@ fn the_charts_webhook_runs_with_the_charts_arguments_config_and_rbac() {
             )
             .unwrap();
             // Served for the Service's DNS name, trusted through the CA.
-            let served = Command::new("curl")
-                .args(["-fsS", "-o", "/dev/null", "--cacert"])
-                .arg(&ca_file)
-                .arg("--resolve")
-                .arg(format!("{dns}:{port}:127.0.0.1"))
-                .arg(format!("https://{dns}:{port}/healthz"))
-                .status()
-                .unwrap();
-            if served.success() {
+            let served = tempcreds_tests::https_ok(
+                &format!("https://{dns}:{port}/healthz"),
+                &ca_file,
+                Some((&dns, port)),
+            );
+            if served {
                 break;
             }
         }

@@ -14,9 +14,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::Value;
-use tempcreds_tests::{ControlPlane, free_port, unique_suffix};
+use tempcreds_tests::{ControlPlane, Registration, free_port, unique_suffix};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/app";
 
@@ -89,60 +88,17 @@ impl Drop for Webhook {
     }
 }
 
-/// Deletes the webhook configuration at the end, whatever happens.
-struct Registration<'a> {
-    cp: &'a ControlPlane,
-    name: String,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        let _ = self.cp.kubectl(&[
-            "delete",
-            "mutatingwebhookconfiguration",
-            &self.name,
-            "--ignore-not-found",
-        ]);
-    }
-}
-
-fn register<'a>(
-    cp: &'a ControlPlane,
-    pki: &common::Pki,
-    port: u16,
-    label: &str,
-) -> Registration<'a> {
-    let name = format!("tempcreds-test-{label}");
-    let ca = base64::engine::general_purpose::STANDARD.encode(pki.root_pem());
-    let manifest = format!(
-        r#"apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: {name}
-webhooks:
-- name: pods.tempcreds.io
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  failurePolicy: Fail
-  reinvocationPolicy: IfNeeded
-  timeoutSeconds: 10
-  clientConfig:
-    url: https://127.0.0.1:{port}/mutate
-    caBundle: {ca}
-  rules:
-  - operations: ["CREATE"]
-    apiGroups: [""]
-    apiVersions: ["v1"]
-    resources: ["pods"]
-  namespaceSelector:
-    matchLabels:
-      tempcreds.io/injection: enabled
-      tempcreds.io/test: "{label}"
-"#
-    );
-    cp.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest))
-        .unwrap();
-    Registration { cp, name }
+fn register(cp: &ControlPlane, pki: &common::Pki, port: u16, label: &str) -> Registration {
+    Registration::apply(
+        cp,
+        &format!("tempcreds-test-{label}"),
+        port,
+        Some(&pki.root_pem()),
+        &[
+            ("tempcreds.io/injection", "enabled"),
+            ("tempcreds.io/test", label),
+        ],
+    )
 }
 
 async fn wait_ready(pki: &common::Pki, port: u16, webhook: &Webhook) {

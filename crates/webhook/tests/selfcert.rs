@@ -11,14 +11,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
-use tempcreds_tests::{ControlPlane, free_port, unique_suffix};
+use tempcreds_tests::{ControlPlane, Registration, free_port, https_ok, unique_suffix, wait_until};
 
 struct Setup {
     cp: ControlPlane,
+    registration: Option<Registration>,
     ns: String,
     secret: String,
     configuration: String,
@@ -42,6 +43,7 @@ impl Setup {
         .unwrap();
         Setup {
             cp,
+            registration: None,
             ns,
             secret,
             configuration: format!("tempcreds-selfcert-{label}"),
@@ -50,35 +52,15 @@ impl Setup {
         }
     }
 
-    fn register(&self, port: u16) {
-        let manifest = format!(
-            r#"apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: {name}
-webhooks:
-- name: pods.tempcreds.io
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  failurePolicy: Fail
-  timeoutSeconds: 10
-  clientConfig:
-    url: https://127.0.0.1:{port}/mutate
-  rules:
-  - operations: ["CREATE"]
-    apiGroups: [""]
-    apiVersions: ["v1"]
-    resources: ["pods"]
-  namespaceSelector:
-    matchLabels:
-      tempcreds.io/selfcert-test: "{label}"
-"#,
-            name = self.configuration,
-            label = self.label,
-        );
-        self.cp
-            .kubectl_stdin(&["apply", "-f", "-"], Some(&manifest))
-            .unwrap();
+    /// Registers the webhook without a caBundle, as the chart does.
+    fn register(&mut self, port: u16) {
+        self.registration = Some(Registration::apply(
+            &self.cp,
+            &self.configuration,
+            port,
+            None,
+            &[("tempcreds.io/selfcert-test", &self.label)],
+        ));
     }
 
     fn start(&self, port: u16, name: &str) -> Webhook {
@@ -136,12 +118,7 @@ webhooks:
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        let _ = self.cp.kubectl(&[
-            "delete",
-            "mutatingwebhookconfiguration",
-            &self.configuration,
-            "--ignore-not-found",
-        ]);
+        self.registration.take();
         let _ = self
             .cp
             .kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
@@ -161,28 +138,17 @@ impl Webhook {
 
     /// Waits until `/healthz` answers over TLS verified against `ca`.
     fn wait_trusted(&mut self, ca: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = Command::new("curl")
-                .args(["-fsS", "-o", "/dev/null", "--cacert"])
-                .arg(ca)
-                .arg(format!("https://127.0.0.1:{}/healthz", self.port))
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("webhook exited with {status}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not serving a certificate from the stored CA: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let url = format!("https://127.0.0.1:{}/healthz", self.port);
+        wait_until(
+            "the webhook serves a certificate from the stored CA",
+            Duration::from_secs(30),
+            || {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("webhook exited with {status}: {}", self.log());
+                }
+                https_ok(&url, ca, None)
+            },
+        );
     }
 }
 
@@ -193,17 +159,14 @@ impl Drop for Webhook {
     }
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Waits up to 30 s.
+fn wait(what: &str, cond: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(30), cond);
 }
 
 #[test]
 fn issues_its_certificate_sets_the_ca_bundle_and_the_api_server_trusts_it() {
-    let s = Setup::new();
+    let mut s = Setup::new();
     let port = free_port();
     s.register(port);
     assert_eq!(
@@ -212,7 +175,7 @@ fn issues_its_certificate_sets_the_ca_bundle_and_the_api_server_trusts_it() {
         "registered without a caBundle, as the chart does"
     );
     let mut hook = s.start(port, "first");
-    wait_until("the Secret holds a CA and a serving certificate", || {
+    wait("the Secret holds a CA and a serving certificate", || {
         let d = s.secret_data();
         ["ca.crt", "ca.key", "tls.crt", "tls.key"]
             .iter()
@@ -220,7 +183,7 @@ fn issues_its_certificate_sets_the_ca_bundle_and_the_api_server_trusts_it() {
     });
     let ca = s.write_ca();
     hook.wait_trusted(&ca);
-    wait_until("the caBundle is the stored CA", || {
+    wait("the caBundle is the stored CA", || {
         s.ca_bundle() == s.secret_data()["ca.crt"].as_str().unwrap()
     });
 
@@ -262,7 +225,7 @@ fn issues_its_certificate_sets_the_ca_bundle_and_the_api_server_trusts_it() {
         r#"[{"op":"add","path":"/webhooks/0/clientConfig/caBundle","value":"Zm9v"}]"#,
     ])
     .unwrap();
-    wait_until("the caBundle is restored", || {
+    wait("the caBundle is restored", || {
         s.ca_bundle() == before["ca.crt"].as_str().unwrap()
     });
     s.cp.kubectl(&["delete", "namespace", &app_ns, "--wait=false"])
@@ -271,12 +234,12 @@ fn issues_its_certificate_sets_the_ca_bundle_and_the_api_server_trusts_it() {
 
 #[test]
 fn replicas_racing_on_an_empty_secret_agree_on_one_certificate() {
-    let s = Setup::new();
+    let mut s = Setup::new();
     let (p1, p2) = (free_port(), free_port());
     s.register(p1);
     let mut a = s.start(p1, "a");
     let mut b = s.start(p2, "b");
-    wait_until("the Secret is filled", || {
+    wait("the Secret is filled", || {
         s.secret_data()["tls.crt"].is_string()
     });
     let ca = s.write_ca();
@@ -285,7 +248,7 @@ fn replicas_racing_on_an_empty_secret_agree_on_one_certificate() {
     // winner's material.
     a.wait_trusted(&ca);
     b.wait_trusted(&ca);
-    wait_until("the caBundle is the stored CA", || {
+    wait("the caBundle is the stored CA", || {
         s.ca_bundle() == s.secret_data()["ca.crt"].as_str().unwrap()
     });
 }
