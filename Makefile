@@ -7,11 +7,13 @@
 #   make tools   only install the test tools
 #   make build   debug build of both binaries
 #   make release release build of both binaries
+#   make bench   speed and footprint figures, written to bench/results.md
+#   make fuzz    every fuzz target for FUZZ_SECONDS (default 60) each
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test tools rust-toolchain fmt-check clippy unit e2e demo build release clean-tools
+.PHONY: test tools rust-toolchain fmt-check clippy unit e2e demo build release clean-tools bench fuzz
 
 test: tools fmt-check clippy e2e
 
@@ -43,6 +45,15 @@ build:
 
 release:
 	$(CARGO) build --release --workspace --bins --locked
+
+# Benchmarks, load, pod-creation latency and sidecar footprint (about ten
+# minutes once built); see hack/bench.sh.
+bench: tools
+	hack/bench.sh
+
+# cargo-fuzz targets in fuzz/ (a workspace of its own); see hack/fuzz.sh.
+fuzz:
+	hack/fuzz.sh
 
 clean-tools:
 	rm -rf "$${TEMPCREDS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/tempcreds}"

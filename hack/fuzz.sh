@@ -4,6 +4,8 @@
 #
 #   hack/fuzz.sh              every target, FUZZ_SECONDS (default 60) each
 #   hack/fuzz.sh token 300    one target for 300 s
+#   FUZZ_KEEP_GOING=1 ...     keep fuzzing after a crash (libFuzzer's fork
+#                             mode), collecting every crash in the time given
 #
 # cargo-fuzz needs nightly-only compiler flags (sanitizer, coverage
 # instrumentation); RUSTC_BOOTSTRAP=1 allows them on the stable toolchain, so
@@ -45,16 +47,22 @@ for t in "${targets[@]}"; do
   [[ -d "seeds/${t}" ]] && seeds=("seeds/${t}")
   log="$(mktemp)"
   say "fuzzing ${t} for ${seconds}s"
+  keep_going=()
+  [[ "${FUZZ_KEEP_GOING:-0}" == 1 ]] && keep_going=(-fork=1 -ignore_crashes=1)
+  before="$(find "artifacts/${t}" -type f | wc -l)"
   if cargo fuzz run --sanitizer "${sanitizer}" "${t}" "corpus/${t}" "${seeds[@]}" -- \
       -max_total_time="${seconds}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 >"${log}" 2>&1; then
+      -print_final_stats=1 "${keep_going[@]}" >"${log}" 2>&1 \
+      && [[ "$(find "artifacts/${t}" -type f | wc -l)" == "${before}" ]]; then
     result="ok"
   else
-    result="FAILED (see fuzz/artifacts/${t}/)"
+    result="FAILED: $(( $(find "artifacts/${t}" -type f | wc -l) - before )) new crash(es) in fuzz/artifacts/${t}/"
     status=1
     tail -n 40 "${log}" >&2
   fi
   runs="$(grep -m1 '^stat::number_of_executed_units' "${log}" | awk '{print $2}')"
+  # Fork mode prints no final stats: its last status line has the total.
+  [[ -z "${runs}" ]] && runs="$(grep -E '^#[0-9]+' "${log}" | tail -n1 | sed -E 's/^#([0-9]+).*/\1/')"
   cov="$(grep -E '^#[0-9]+' "${log}" | tail -n1 | grep -o 'cov: [0-9]*' || true)"
   corpus="$(find "corpus/${t}" -type f | wc -l)"
   summary+=("$(printf '%-18s %-6s %12s executions in %ss, %s, corpus %s' "${t}" "${result}" "${runs:-?}" "${seconds}" "${cov:-cov: ?}" "${corpus}")")
