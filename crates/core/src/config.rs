@@ -524,9 +524,15 @@ impl SidecarConfig {
     pub fn to_args(&self) -> Vec<String> {
         let defaults = SidecarConfig::new(self.source);
         let mut args = vec!["--source".to_owned(), self.source.to_string()];
+        // `--flag VALUE` reads best in a pod spec, but a value starting with
+        // `-` would be taken for a flag: those are written `--flag=VALUE`.
         let mut push = |flag: &str, value: String| {
-            args.push(format!("--{flag}"));
-            args.push(value);
+            if value.starts_with('-') {
+                args.push(format!("--{flag}={value}"));
+            } else {
+                args.push(format!("--{flag}"));
+                args.push(value);
+            }
         };
         let path = |p: &PathBuf| p.display().to_string();
         if let Some(v) = &self.role_arn {

@@ -49,8 +49,6 @@ const DASHED: &[(&str, &str)] = &[
 ];
 
 #[test]
-#[ignore = "open bug: SidecarConfig::to_args (crates/core/src/config.rs) emits `--flag VALUE`; \
-            values starting with `-` need `--flag=VALUE`, or the annotation must be refused"]
 fn admitted_values_starting_with_a_dash_reach_the_sidecar_intact() {
     let mut checked = 0;
     for (annotation, value) in DASHED {
