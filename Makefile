@@ -35,7 +35,7 @@ unit:
 
 # Every test (unit, integration, end-to-end) with the control plane up.
 e2e: tools
-	hack/with-control-plane.sh $(CARGO) test --workspace --locked
+	hack/with-control-plane.sh $(CARGO) test --workspace --locked --no-fail-fast
 
 demo: tools
 	hack/demo.sh
