@@ -237,8 +237,13 @@ impl LocalPod {
     /// credentials are written.
     pub fn run_sidecar(&self, extra_env: &[(&str, &str)]) -> RunningSidecar {
         let health = format!("127.0.0.1:{}", free_port());
+        // Appended to, so a restarted sidecar's log follows the first one's.
         let log = self.work.join("sidecar.log");
-        let file = std::fs::File::create(&log).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut cmd = Command::new(bins::bin("tempcreds-sidecar"));
         cmd.args(self.sidecar_args(&health))
             .env_clear()

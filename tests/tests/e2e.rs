@@ -793,3 +793,79 @@ fn jwt_claims(token: &str) -> Value {
     )
     .unwrap()
 }
+
+/// The native sidecar is restarted by the kubelet when it dies. Killed with
+/// SIGKILL in the middle of refreshing (every second here) and started again,
+/// it must never leave the app a torn or empty credentials file: the old
+/// file stays until the new process replaces it whole.
+#[test]
+fn a_sidecar_killed_mid_run_and_restarted_never_leaves_a_torn_or_empty_file() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let case = Case::new("e2e-restart");
+    case.service_account("reader", &[]);
+    let pod = case.pod(
+        "restart",
+        "reader",
+        &[
+            ("tempcreds.io/role-arn", ROLE),
+            ("tempcreds.io/session-duration", "900"),
+            ("tempcreds.io/refresh-before", "899s"),
+        ],
+    );
+    let local = LocalPod::new(pod, case.work.path());
+    local.prepare_volumes(&case.cp);
+    let credentials = local
+        .env_of(local.container("app"))
+        .into_iter()
+        .find(|(k, _)| k == "AWS_SHARED_CREDENTIALS_FILE")
+        .map(|(_, v)| v)
+        .expect("the app gets AWS_SHARED_CREDENTIALS_FILE");
+    let first = local.run_sidecar(&[]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let path = credentials.clone();
+        std::thread::spawn(move || {
+            let (mut reads, mut torn) = (0u64, Vec::new());
+            let mut keys = BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                reads += 1;
+                let key = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("aws_access_key_id = "));
+                let whole = key.is_some()
+                    && text.contains("\naws_secret_access_key = ")
+                    && text.contains("\naws_session_token = ")
+                    && text.ends_with('\n');
+                match key {
+                    Some(k) if whole => {
+                        keys.insert(k.to_owned());
+                    }
+                    _ => torn.push(text),
+                }
+            }
+            (reads, torn, keys)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    drop(first); // SIGKILL, as an OOM kill or a node problem would.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let second = local.run_sidecar(&[]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let (reads, torn, keys) = reader.join().unwrap();
+    drop(second);
+    assert!(
+        torn.is_empty(),
+        "{} torn or empty reads, e.g. {:?}",
+        torn.len(),
+        torn.first()
+    );
+    assert!(reads > 100, "only {reads} reads");
+    // Refreshes before the kill and after the restart replaced the file.
+    assert!(keys.len() >= 3, "only {} credential sets seen", keys.len());
+}
