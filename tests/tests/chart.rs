@@ -478,3 +478,113 @@ fn the_charts_webhook_runs_with_the_charts_arguments_config_and_rbac() {
     cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
         .unwrap();
 }
+
+/// Every option group renders objects the real API server accepts (strict
+/// server-side dry run; cert-manager's own kinds left out, as this cluster
+/// has no cert-manager CRDs) and a cluster config the webhook binary loads.
+#[test]
+fn every_option_group_renders_objects_the_api_server_and_the_webhook_accept() {
+    let cp = ControlPlane::from_env();
+    let ns = cp.create_namespace("tempcreds-groups", &[]).unwrap();
+    let chart = chart();
+    let groups: [&[&str]; 3] = [
+        &["certificates.mode=cert-manager"],
+        &[
+            "sidecar.nativeSidecar=false",
+            "defaults.region=eu-west-1",
+            "defaults.stsEndpoint=https://sts.eu-west-1.amazonaws.com",
+            "defaults.delivery=endpoint",
+            "policy.allowedSources={web-identity}",
+            "podDisruptionBudget.enabled=false",
+            "replicaCount=3",
+            "priorityClassName=system-cluster-critical",
+            "tolerations[0].key=dedicated",
+            "tolerations[0].operator=Exists",
+        ],
+        &[
+            "webhook.failurePolicy=Ignore",
+            "webhook.objectSelector.matchLabels.team=a",
+        ],
+    ];
+    let work = tempfile::tempdir().unwrap();
+    let pod = work.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    tempcreds.io/role-arn: arn:aws:iam::123456789012:role/payments-api\nspec:\n  containers:\n  - name: app\n    image: busybox\n",
+    )
+    .unwrap();
+    for (i, sets) in groups.iter().enumerate() {
+        let mut args = vec![
+            "template",
+            "tc",
+            chart.to_str().unwrap(),
+            "--namespace",
+            &ns,
+        ];
+        for s in sets.iter() {
+            args.extend(["--set", s]);
+        }
+        let json_policy = r#"policy.roles=[{"namespaces":["pay*"],"roleArns":["arn:aws:iam::123456789012:role/payments-*"]}]"#;
+        if i == 2 {
+            args.extend(["--set-json", json_policy]);
+        }
+        let rendered = ok(helm(&args, None), &format!("helm template {sets:?}"));
+        let docs: Vec<&str> = rendered
+            .split("\n---\n")
+            .filter(|d| !d.contains("\nkind: Certificate\n") && !d.contains("\nkind: Issuer\n"))
+            .collect();
+        let kept = docs.join("\n---\n");
+        let out = cp
+            .kubectl_stdin(
+                &[
+                    "apply",
+                    "-n",
+                    &ns,
+                    "--dry-run=server",
+                    "--validate=strict",
+                    "-f",
+                    "-",
+                ],
+                Some(&kept),
+            )
+            .unwrap_or_else(|e| panic!("{sets:?}: {e}"));
+        assert_eq!(
+            out.matches("(server dry run)").count(),
+            kinds(&kept).len(),
+            "{sets:?}: {out}"
+        );
+        let configmap = docs
+            .iter()
+            .find(|d| d.contains("\nkind: ConfigMap\n"))
+            .expect("a ConfigMap");
+        let config = cp
+            .kubectl_stdin(
+                &[
+                    "create",
+                    "--dry-run=client",
+                    "-f",
+                    "-",
+                    "-o",
+                    "jsonpath={.data.config\\.yaml}",
+                ],
+                Some(configmap),
+            )
+            .unwrap();
+        let config_file = work.path().join(format!("config-{i}.yaml"));
+        std::fs::write(&config_file, config).unwrap();
+        let injected = Command::new(tempcreds_tests::bins::bin("tempcreds-webhook"))
+            .args(["inject", "-n", "payments", "-f"])
+            .arg(&pod)
+            .arg("--config")
+            .arg(&config_file)
+            .output()
+            .unwrap();
+        let text = ok(
+            injected,
+            &format!("tempcreds-webhook inject with the config of {sets:?}"),
+        );
+        assert!(text.contains("tempcreds.io/injected"), "{sets:?}: {text}");
+    }
+    cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
+        .unwrap();
+}
