@@ -60,9 +60,9 @@ for t in "${targets[@]}"; do
     status=1
     tail -n 40 "${log}" >&2
   fi
-  runs="$(grep -m1 '^stat::number_of_executed_units' "${log}" | awk '{print $2}')"
+  runs="$(grep -m1 '^stat::number_of_executed_units' "${log}" | awk '{print $2}' || true)"
   # Fork mode prints no final stats: its last status line has the total.
-  [[ -z "${runs}" ]] && runs="$(grep -E '^#[0-9]+' "${log}" | tail -n1 | sed -E 's/^#([0-9]+).*/\1/')"
+  [[ -z "${runs}" ]] && runs="$(grep -E '^#[0-9]+' "${log}" | tail -n1 | sed -E 's/^#([0-9]+).*/\1/' || true)"
   cov="$(grep -E '^#[0-9]+' "${log}" | tail -n1 | grep -o 'cov: [0-9]*' || true)"
   corpus="$(find "corpus/${t}" -type f | wc -l)"
   summary+=("$(printf '%-18s %-6s %12s executions in %ss, %s, corpus %s' "${t}" "${result}" "${runs:-?}" "${seconds}" "${cov:-cov: ?}" "${corpus}")")
