@@ -76,7 +76,13 @@ cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
 mem_total="$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 machine="$(nproc) CPUs ($(nproc --all) online), ${cpu_model}, ${mem_total} RAM, Linux $(uname -r)"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-busy_before="$(top -b -n 2 -d 1 -o %CPU | awk '/^top -/ {f++} f == 2 && /^ *[0-9]/ {printf "%s %s%%; ", $12, $9; if (++n == 5) exit}')"
+cpu_busy() { # percent of all CPUs busy over the next second
+  local a b
+  a=($(head -n1 /proc/stat)); sleep 1; b=($(head -n1 /proc/stat))
+  awk -v u=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) )) \
+      -v i=$(( (b[4]+b[5]) - (a[4]+a[5]) )) 'BEGIN {printf "%.0f%%", 100 * u / (u + i)}'
+}
+busy_before="$(cpu_busy)"
 rustc_version="$(rustc --version)"
 say "machine: ${machine}; load average ${load_before}"
 
@@ -95,7 +101,10 @@ crit_us() { # GROUP NAME -> "median (±CI)" in µs
 import json, sys
 e = json.load(open(sys.argv[1]))["median"]
 ci = e["confidence_interval"]
-print(f'{e["point_estimate"] / 1000:.1f} µs ({ci["lower_bound"] / 1000:.1f}–{ci["upper_bound"] / 1000:.1f})')
+if e["point_estimate"] < 1000:
+    print(f'{e["point_estimate"]:.0f} ns ({ci["lower_bound"]:.0f}–{ci["upper_bound"]:.0f})')
+else:
+    print(f'{e["point_estimate"] / 1000:.1f} µs ({ci["lower_bound"] / 1000:.1f}–{ci["upper_bound"] / 1000:.1f})')
 PY
 }
 declare -A crit_result
@@ -193,15 +202,17 @@ moto_port="$(free_port)"
 "${TEMPCREDS_CACHE}/venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"${work}/moto.log" 2>&1 &
 pids+=($!)
 wait_for "http://127.0.0.1:${moto_port}/moto-api/"
-keys="${work}/keys"; mkdir -p "$keys"
-printf 'AKIABENCHEXAMPLE0001' >"${keys}/id"
-printf 'benchSecretAccessKeyValue+1' >"${keys}/secret"
 : >"${work}/empty"
-sidecar() { # OUTPUT_DIR ARGS... (replaces the shell: run it in a subshell or with &)
+# Each sidecar gets its own key directory, as in a pod: the directory is
+# watched, and another process reading files in it would wake the watcher.
+sidecar() { # DIR ARGS... (replaces the shell: run it in a subshell or with &)
   local dir=$1; shift
-  mkdir -p "$dir"
+  local keys="${dir}/keys"
+  mkdir -p "$dir/keys" "$dir/out"
+  printf 'AKIABENCHEXAMPLE0001' >"${keys}/id"
+  printf 'benchSecretAccessKeyValue+1' >"${keys}/secret"
   exec env -i PATH="$PATH" HOME="$work" AWS_CONFIG_FILE="${work}/empty" AWS_SHARED_CREDENTIALS_FILE="${work}/empty" \
-    AWS_EC2_METADATA_DISABLED=true "${rel}/tempcreds-sidecar" run --output-dir "$dir" \
+    AWS_EC2_METADATA_DISABLED=true "${rel}/tempcreds-sidecar" run --output-dir "$dir/out" \
     --source secret --role-arn arn:aws:iam::123456789012:role/bench \
     --access-key-id-file "${keys}/id" --secret-access-key-file "${keys}/secret" \
     --region us-east-1 --sts-endpoint "http://127.0.0.1:${moto_port}" "$@"
@@ -213,7 +224,7 @@ for i in 1 2 3 4 5 6; do
   t0=$(date +%s%N)
   (sidecar "${work}/once-${i}" --once 2>/dev/null)
   t1=$(date +%s%N)
-  [[ -s "${work}/once-${i}/credentials" ]] || die "run --once wrote no credentials"
+  [[ -s "${work}/once-${i}/out/credentials" ]] || die "run --once wrote no credentials"
   [[ $i -gt 1 ]] && firsts+=($(( (t1 - t0) / 1000 )))  # the first run warms the page cache
 done
 first_file_us="$(printf '%s\n' "${firsts[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
@@ -227,9 +238,11 @@ sidecar "${work}/busy" --health-addr "127.0.0.1:$(free_port)" \
 busy_pid=$!
 pids+=("$busy_pid")
 (
-  writes() { grep -c 'credentials written' "${work}/busy.log" || true; }
+  writes() { grep -c 'credentials written' "${work}/busy.log" 2>/dev/null || true; }
   until [[ $(writes) -ge 11 ]]; do sleep 0.1; done
   status_kib "$busy_pid" VmRSS >"${work}/rss10"
+  until [[ $(writes) -ge $((refreshes / 2 + 6)) ]]; do sleep 0.1; done
+  status_kib "$busy_pid" VmRSS >"${work}/rssmid"
   until [[ $(writes) -ge $((refreshes + 1)) ]]; do sleep 0.1; done
   status_kib "$busy_pid" VmRSS >"${work}/rss100"
   status_kib "$busy_pid" VmHWM >"${work}/hwm100"
@@ -262,7 +275,7 @@ kill "$idle_pid"; wait "$idle_pid" 2>/dev/null || true
 
 wait "$monitor"
 busy_refreshes=$(( $(grep -c 'credentials written' "${work}/busy.log") - 1 ))
-rss10="$(cat "${work}/rss10")"; rss100="$(cat "${work}/rss100")"; hwm100="$(cat "${work}/hwm100")"
+rssmid="$(cat "${work}/rssmid")"; rss10="$(cat "${work}/rss10")"; rss100="$(cat "${work}/rss100")"; hwm100="$(cat "${work}/hwm100")"
 kill "$busy_pid"; wait "$busy_pid" 2>/dev/null || true
 
 size() { stat -c %s "$1" | awk '{printf "%.1f MiB (%d bytes)", $1 / 1048576, $1}'; }
@@ -286,7 +299,7 @@ Written by \`make bench\` (hack/bench.sh) on $(date -u +%Y-%m-%d) at commit $(gi
 
 **Machine:** ${machine}; ${rustc_version}.
 **Load average:** ${load_before} before, ${load_after} after (1, 5, 15 min).
-Busiest processes when it started: ${busy_before}
+CPU busy in the second before it started: ${busy_before} (other work on the machine).
 The load generator, the API server and moto run on the same CPUs as the
 process measured, so the webhook figures are for the webhook and its client
 sharing $(nproc) CPUs.
@@ -308,7 +321,7 @@ sharing $(nproc) CPUs.
 | pod creation, opted in, no webhook registered for the namespace | median $(pf without_p50_ms) ms, p99 $(pf without_p99_ms) ms | | same |
 | pod creation with the webhook, pod not opted in (call answered without a patch) | median $(pf plain_p50_ms) ms, p99 $(pf plain_p99_ms) ms | | same |
 | added by the webhook for an opted-in pod | median +$(pf added_p50_ms) ms, p99 +$(pf added_p99_ms) ms (of which the call alone, median: +$(pf call_p50_ms) ms) | | differences |
-| sidecar RSS at refresh 10 → ${busy_refreshes} | $(mib "$rss10") → $(mib "$rss100") (VmHWM $(mib "$hwm100")) | ≤ 12 MiB, no growth | VmRSS, refresh every ~1.5 s against moto |
+| sidecar RSS at refresh 10 → $((refreshes / 2 + 5)) → ${busy_refreshes} | $(mib "$rss10") → $(mib "$rssmid") → $(mib "$rss100") ($(( (rss100 - rss10) )) KiB more; VmHWM $(mib "$hwm100")) | ≤ 12 MiB, no growth | VmRSS, refresh every ~1.5 s against moto |
 | sidecar start to first file | median $(ms "$first_file_us") (max $(ms "$first_file_max_us"), 5 runs) | | \`tempcreds-sidecar run --once\`, exec to exit |
 | sidecar idle wakeups | ${idle_switches} context switches in ${idle_secs} s (threads: ${idle_threads}); ${strace_summary}; VmRSS $(mib "$idle_rss") | nothing but timer and file events | /proc/PID/task/*/status, \`strace -f -c -p PID\` |
 | release binary sizes | webhook ${webhook_size}; sidecar ${sidecar_size} | | \`stat\`, \`file\` |
