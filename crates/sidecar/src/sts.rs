@@ -406,6 +406,11 @@ impl Sts {
     fn client(&self, signer: Option<&Signer>) -> aws_sdk_sts::Client {
         let mut builder = aws_sdk_sts::config::Builder::from(&self.sdk);
         if let Some(s) = signer {
+            // Static credentials need no cache. The SdkConfig's shared lazy
+            // identity cache would keep a partition for every new provider,
+            // credentials included, for the life of the process: memory that
+            // grew with every refresh.
+            builder = builder.identity_cache(aws_sdk_sts::config::IdentityCache::no_cache());
             builder = builder.credentials_provider(aws_sdk_sts::config::Credentials::new(
                 s.access_key_id.clone(),
                 s.secret_access_key.expose().to_owned(),

@@ -480,10 +480,6 @@ async fn a_thousand_refreshes_under_concurrent_readers_never_show_a_torn_file() 
 /// behind (`make bench` measures the release binary's VmRSS at refresh 10
 /// and 100; this checks the trend over 1,500 refreshes in process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: RSS grows ~0.7 KiB per refresh: crates/sidecar/src/sts.rs `Sts::client` gives \
-            each client a new credentials provider, whose identity-cache partition the shared lazy \
-            IdentityCache (from SdkConfig) keeps forever, credentials included; \
-            fix: `.identity_cache(IdentityCache::no_cache())` on those clients"]
 async fn refreshes_do_not_grow_memory() {
     let sts = FakeSts::start(Duration::from_secs(3600));
     let w = World::new();
