@@ -84,6 +84,9 @@ cpu_busy() { # percent of all CPUs busy over the next second
 }
 busy_before="$(cpu_busy)"
 rustc_version="$(rustc --version)"
+# What is measured: the commit (and whether crates/ differ from it) when the
+# build starts.
+commit="$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- crates Cargo.toml Cargo.lock || echo ' (with uncommitted changes under crates/)')"
 say "machine: ${machine}; load average ${load_before}"
 
 step() { say "== $*"; }
@@ -295,7 +298,7 @@ mkdir -p "$(dirname "$out")"
 cat >"$out" <<MD
 # tempcreds measurements
 
-Written by \`make bench\` (hack/bench.sh) on $(date -u +%Y-%m-%d) at commit $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- crates || echo ' (with uncommitted changes under crates/)').
+Written by \`make bench\` (hack/bench.sh) on $(date -u +%Y-%m-%d) at commit ${commit} (as built when it started).
 
 **Machine:** ${machine}; ${rustc_version}.
 **Load average:** ${load_before} before, ${load_after} after (1, 5, 15 min).
