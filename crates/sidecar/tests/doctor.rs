@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use serde_json::Value;
-use tempcreds_tests::{ControlPlane, Moto, tool};
+use tempcreds_tests::{ControlPlane, Moto};
 
 const AUDIENCE: &str = "sts.amazonaws.com";
 
@@ -332,35 +332,10 @@ fn an_issuer_unreachable_from_here_is_said_plainly() {
     );
 }
 
-/// moto verifying signatures and IAM policies, with a user that may do
-/// nothing: its keys.
-fn moto_with_denied_user(w: &World) -> (Moto, String, String) {
-    let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "2")]);
-    let out = Command::new(tool("python"))
-        .env_clear()
-        .env("HOME", w.tmp.path())
-        .args([
-            "-c",
-            "import boto3,sys; iam=boto3.client('iam', endpoint_url=sys.argv[1], region_name='us-east-1', \
-             aws_access_key_id='AKIASETUPEXAMPLE', aws_secret_access_key='setup'); \
-             iam.create_user(UserName='nobody'); k=iam.create_access_key(UserName='nobody')['AccessKey']; \
-             print(k['AccessKeyId'], k['SecretAccessKey'])",
-            &moto.url(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut parts = text.split_whitespace();
-    let id = parts.next().unwrap().to_owned();
-    let secret = parts.next().unwrap().to_owned();
-    (moto, id, secret)
-}
-
 #[test]
 fn secret_source_shows_who_calls_and_explains_access_denied_as_run_does() {
     let w = World::new();
-    let (moto, id, secret) = moto_with_denied_user(&w);
+    let (moto, id, secret) = moto_with_auth(&w);
     let keys = w.keys(&id, &secret);
     let (idf, sf, role, url) = (
         keys.path("aws_access_key_id").display().to_string(),

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
-use tempcreds_tests::{Moto, tool};
 
 fn assert_fails(w: &World, out: &Output, code: i32, needles: &[&str]) {
     let err = stderr(out);
@@ -196,31 +195,6 @@ fn an_unreachable_endpoint_explains_the_likely_cause() {
         ],
     );
     assert_no_secrets(&stderr(&out), &["secretsecretsecret"]);
-}
-
-/// moto verifying signatures and IAM policies: its first two actions run
-/// unauthenticated (creating a user without permissions and its keys).
-fn moto_with_auth(w: &World) -> (Moto, String, String) {
-    let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "2")]);
-    let out = Command::new(tool("python"))
-        .env_clear()
-        .env("HOME", w.tmp.path())
-        .args([
-            "-c",
-            "import boto3,sys; iam=boto3.client('iam', endpoint_url=sys.argv[1], region_name='us-east-1', \
-             aws_access_key_id='AKIASETUPEXAMPLE', aws_secret_access_key='setup'); \
-             iam.create_user(UserName='nobody'); k=iam.create_access_key(UserName='nobody')['AccessKey']; \
-             print(k['AccessKeyId'], k['SecretAccessKey'])",
-            &moto.url(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut parts = text.split_whitespace();
-    let id = parts.next().unwrap().to_owned();
-    let secret = parts.next().unwrap().to_owned();
-    (moto, id, secret)
 }
 
 #[test]
