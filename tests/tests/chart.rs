@@ -199,17 +199,25 @@ fn plain_manifests_are_accepted_by_the_api_server() {
     );
 }
 
-#[test]
-fn installs_upgrades_and_uninstalls_cleanly_on_a_real_api_server() {
-    let cp = ControlPlane::from_env();
-    let kc = cp.kubeconfig.clone();
+/// A release installed into a new namespace `<prefix>-<suffix>`.
+struct Installed {
+    release: String,
+    ns: String,
+    /// The `--set` that scopes its webhook to namespaces labelled
+    /// `chart-test=<suffix>`.
+    selector: String,
+    suffix: String,
+}
+
+/// `helm install` of the chart into the real API server. The webhook is
+/// scoped to a label no other test uses: it has no running pods here and
+/// fails closed.
+fn install(cp: &ControlPlane, prefix: &str) -> Installed {
     let suffix = unique_suffix();
-    let ns = format!("tempcreds-chart-{suffix}");
+    let ns = format!("{prefix}-{suffix}");
     let release = format!("tc{suffix}");
-    let chart = chart();
-    // Scope the webhook to a label no other test uses: it has no running
-    // pods here and fails closed.
     let selector = format!("webhook.namespaceSelector.matchLabels.chart-test={suffix}");
+    let chart = chart();
     ok(
         helm(
             &[
@@ -222,10 +230,29 @@ fn installs_upgrades_and_uninstalls_cleanly_on_a_real_api_server() {
                 "--set",
                 &selector,
             ],
-            Some(&kc),
+            Some(&cp.kubeconfig),
         ),
         "helm install",
     );
+    Installed {
+        release,
+        ns,
+        selector,
+        suffix,
+    }
+}
+
+#[test]
+fn installs_upgrades_and_uninstalls_cleanly_on_a_real_api_server() {
+    let cp = ControlPlane::from_env();
+    let kc = cp.kubeconfig.clone();
+    let Installed {
+        release,
+        ns,
+        selector,
+        suffix,
+    } = install(&cp, "tempcreds-chart");
+    let chart = chart();
     let name = format!("{release}-tempcreds");
     let mwc = cp
         .kubectl(&["get", "mutatingwebhookconfiguration", &name, "-o", "json"])
@@ -321,27 +348,7 @@ fn the_charts_webhook_runs_with_the_charts_arguments_config_and_rbac() {
     use std::time::{Duration, Instant};
 
     let cp = ControlPlane::from_env();
-    let suffix = unique_suffix();
-    let ns = format!("tempcreds-run-{suffix}");
-    let release = format!("tc{suffix}");
-    let chart = chart();
-    let selector = format!("webhook.namespaceSelector.matchLabels.chart-test={suffix}");
-    ok(
-        helm(
-            &[
-                "install",
-                &release,
-                chart.to_str().unwrap(),
-                "--namespace",
-                &ns,
-                "--create-namespace",
-                "--set",
-                &selector,
-            ],
-            Some(&cp.kubeconfig),
-        ),
-        "helm install",
-    );
+    let Installed { release, ns, .. } = install(&cp, "tempcreds-run");
     let name = format!("{release}-tempcreds");
     let work = tempfile::tempdir().unwrap();
 
