@@ -15,10 +15,11 @@ export PIN_KUBE PIN_ETCD PIN_KUBECTL_LAYER
 
 mkdir -p "${TEMPCREDS_CACHE}/bin"
 
-# Where the built binaries are cached. The kube-apiserver suffix names the
-# build recipe: bump it when the build flags change, so binaries built the
-# old way are not reused.
-KUBE_APISERVER_BIN="${TEMPCREDS_CACHE}/bin/kube-apiserver-${PIN_KUBE}-b2"
+# Where the built binaries are cached. The Kubernetes directory's suffix names
+# the build recipe: bump it when the build flags or the set of binaries
+# change, so binaries built the old way are not reused.
+KUBE_BIN_DIR="${TEMPCREDS_CACHE}/kube-${PIN_KUBE}-b3"
+KUBE_APISERVER_BIN="${KUBE_BIN_DIR}/kube-apiserver"
 ETCD_BIN_PATH="${TEMPCREDS_CACHE}/bin/etcd-${PIN_ETCD}"
 
 say() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }

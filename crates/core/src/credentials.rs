@@ -121,6 +121,34 @@ impl Credentials {
         })
         .to_string()
     }
+
+    /// Reads back what [`Credentials::to_process_json`] wrote: the sidecar
+    /// adopts the credentials a previous run of its own left in the shared
+    /// volume (after a restart, or from the run-once init container of a
+    /// classic sidecar) instead of calling STS again. The error names the
+    /// field that is missing or malformed, never a value.
+    pub fn from_process_json(json: &str) -> Result<Credentials, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+        if v["Version"] != 1 {
+            return Err("Version is not 1".into());
+        }
+        let field = |name: &str| {
+            v[name]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{name} is missing or not a string"))
+        };
+        let expiration = OffsetDateTime::parse(&field("Expiration")?, &Rfc3339)
+            .map_err(|_| "Expiration is not an RFC 3339 time".to_owned())?;
+        Ok(Credentials {
+            access_key_id: field("AccessKeyId")?,
+            secret_access_key: SecretString::new(field("SecretAccessKey")?),
+            session_token: SecretString::new(field("SessionToken")?),
+            expiration,
+        })
+    }
 }
 
 /// The AWS config file pointing a profile at `credential_process`, which
@@ -165,6 +193,26 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_process_json_names_the_field_not_the_value() {
+        for (json, field) in [
+            ("{", "not JSON"),
+            (r#"{"Version":2}"#, "Version"),
+            (
+                r#"{"Version":1,"Expiration":"2026-01-02T02:04:05Z","AccessKeyId":"A","SecretAccessKey":"s3cr3t"}"#,
+                "SessionToken",
+            ),
+            (
+                r#"{"Version":1,"Expiration":"tomorrow","AccessKeyId":"A","SecretAccessKey":"s3cr3t","SessionToken":"t0k"}"#,
+                "Expiration",
+            ),
+        ] {
+            let err = Credentials::from_process_json(json).unwrap_err();
+            assert!(err.contains(field), "{json}: {err}");
+            assert!(!err.contains("s3cr3t") && !err.contains("t0k"), "{err}");
+        }
+    }
+
+    #[test]
     fn expiration_is_utc_with_z() {
         assert_eq!(creds().expiration_rfc3339(), "2026-01-02T02:04:05Z");
     }
@@ -181,6 +229,10 @@ mod tests {
         assert_eq!(v["SessionToken"], "token-secret");
         let v: serde_json::Value = serde_json::from_str(&creds().to_container_json()).unwrap();
         assert_eq!(v["Token"], "token-secret");
+        let back = Credentials::from_process_json(&creds().to_process_json()).unwrap();
+        assert_eq!(back.access_key_id, "ASIAEXAMPLE");
+        assert_eq!(back.session_token.expose(), "token-secret");
+        assert_eq!(back.expiration_rfc3339(), "2026-01-02T02:04:05Z");
         let cfg = config_file_for_process("prod", "/bin/cat", "/x/credentials.json");
         assert!(
             cfg.contains("[profile prod]\ncredential_process = /bin/cat /x/credentials.json\n")

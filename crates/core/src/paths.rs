@@ -60,6 +60,12 @@ pub const DEFAULT_HEALTH_ADDR: &str = "0.0.0.0:8099";
 /// The port of [`DEFAULT_HEALTH_ADDR`].
 pub const DEFAULT_HEALTH_PORT: u16 = 8099;
 
+/// Where the sidecar image carries the `tempcreds-sidecar` binary. The
+/// webhook runs it there for exec probes (`tempcreds-sidecar probe`) of
+/// `hostNetwork` pods, which get no health listener; an operator's own
+/// sidecar image must keep the binary at this path.
+pub const SIDECAR_BINARY: &str = "/usr/local/bin/tempcreds-sidecar";
+
 /// The sidecar's readiness path: ready once valid credentials are written.
 pub const READYZ_PATH: &str = "/readyz";
 

@@ -3,10 +3,14 @@
 //! Order of things: the configuration is validated before anything is bound
 //! or called (every problem is logged, naming its flag; exit 64). With
 //! `--once`, credentials are fetched and written and the process exits (1 on
-//! failure). Otherwise the health endpoints are bound, with `--endpoint-addr`
-//! the endpoint token written and the credentials endpoint bound, the input
-//! directories watched, and the refresh loop runs until SIGTERM or SIGINT
-//! (exit 0). `--once` ignores `--endpoint-addr`: nothing would stay to serve.
+//! failure, or with `--retry` it backs off and tries again until it
+//! succeeds). Otherwise credentials a previous run left in the output
+//! directory are adopted while their refresh point is ahead (see
+//! [`crate::probe`]), the health endpoints are bound (unless
+//! `--no-health-server`), with `--endpoint-addr` the endpoint token written
+//! and the credentials endpoint bound, the input directories watched, and the
+//! refresh loop runs until SIGTERM or SIGINT (exit 0). `--once` ignores
+//! `--endpoint-addr`: nothing would stay to serve.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +18,7 @@ use std::time::Duration;
 
 use tempcreds_core::{Credentials, SidecarConfig};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::cli::RunArgs;
@@ -21,7 +26,8 @@ use crate::endpoint::{self, Latest, Token};
 use crate::health::{self, Readiness};
 use crate::inputs;
 use crate::output::{Output, WriteError};
-use crate::refresh::{self, Refresh};
+use crate::probe;
+use crate::refresh::{self, Backoff, Refresh};
 use crate::sts::{FetchError, Sts};
 use crate::watch;
 
@@ -151,12 +157,25 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let code = runtime.block_on(async_run(config, args.once));
+    let mode = Mode {
+        once: args.once,
+        retry: args.retry,
+        health_server: !args.no_health_server,
+    };
+    let code = runtime.block_on(async_run(config, mode));
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     code
 }
 
-async fn async_run(config: SidecarConfig, once: bool) -> ExitCode {
+/// How `run` was asked to behave, besides the configuration.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    once: bool,
+    retry: bool,
+    health_server: bool,
+}
+
+async fn async_run(config: SidecarConfig, args: Mode) -> ExitCode {
     let sts = match Sts::new(&config).await {
         Ok(sts) => sts,
         Err(e) => {
@@ -176,38 +195,46 @@ async fn async_run(config: SidecarConfig, once: bool) -> ExitCode {
     );
     let output = Output::new(&config.output_dir, &config.profile);
     let mut refresher = StsRefresh::new(sts, output, &config);
-    if once {
-        return match refresher.refresh().await {
-            Ok(creds) => {
+    let shutdown = shutdown_signal();
+    if args.once {
+        return run_once(&mut refresher, args.retry, shutdown).await;
+    }
+
+    let readiness = Readiness::default();
+    let mut first_due = Instant::now();
+    // Nothing written yet is the usual first start.
+    if let Ok(written) = probe::read_written(&config.output_dir) {
+        match probe::adoptable(&written, config.refresh_before) {
+            Some(due) => {
+                let creds = written.credentials;
                 info!(
                     access_key_id = %creds.access_key_id,
                     expiration = %creds.expiration_rfc3339(),
-                    "credentials written"
+                    next_refresh_secs = due.saturating_duration_since(Instant::now()).as_secs(),
+                    "serving the credentials a previous run wrote; they are fresh, so STS is not called yet"
                 );
-                ExitCode::SUCCESS
+                readiness.written(refresh::expiry_instant(creds.expiration));
+                refresher.latest().set(creds);
+                first_due = due;
             }
+            None => info!("the credentials a previous run wrote are due for refresh"),
+        }
+    }
+    if args.health_server {
+        let listener = match tokio::net::TcpListener::bind(config.health_addr).await {
+            Ok(l) => l,
             Err(e) => {
-                error!(error = %e, "fetching credentials failed");
-                ExitCode::from(EXIT_FAILURE)
+                error!(error = %e, "--health-addr {}: cannot listen", config.health_addr);
+                return ExitCode::from(EXIT_FAILURE);
             }
         };
+        let server = axum::serve(listener, health::router(readiness.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                error!(error = %e, "the health server stopped");
+            }
+        });
     }
-
-    let shutdown = shutdown_signal();
-    let listener = match tokio::net::TcpListener::bind(config.health_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            error!(error = %e, "--health-addr {}: cannot listen", config.health_addr);
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let readiness = Readiness::default();
-    let server = axum::serve(listener, health::router(readiness.clone()));
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
-            error!(error = %e, "the health server stopped");
-        }
-    });
     if let Some(addr) = config.endpoint_addr
         && let Err(code) = serve_endpoint(addr, &config, refresher.latest()).await
     {
@@ -215,9 +242,61 @@ async fn async_run(config: SidecarConfig, once: bool) -> ExitCode {
     }
     let (tx, rx) = mpsc::channel(1);
     let _watch = watch::watch(&inputs::files(&config), tx);
-    refresh::run(refresher, config.refresh_before, readiness, rx, shutdown).await;
+    refresh::run_from(
+        first_due,
+        refresher,
+        config.refresh_before,
+        readiness,
+        rx,
+        shutdown,
+    )
+    .await;
     info!("shutting down");
     ExitCode::SUCCESS
+}
+
+/// `--once`: one fetch and write; with `retry`, backoff and further
+/// attempts until one succeeds or `shutdown` completes (exit 1).
+async fn run_once(
+    refresher: &mut StsRefresh,
+    retry: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> ExitCode {
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::default();
+    loop {
+        let result = tokio::select! {
+            () = &mut shutdown => return ExitCode::from(EXIT_FAILURE),
+            r = refresher.refresh() => r,
+        };
+        match result {
+            Ok(creds) => {
+                info!(
+                    access_key_id = %creds.access_key_id,
+                    expiration = %creds.expiration_rfc3339(),
+                    "credentials written"
+                );
+                return ExitCode::SUCCESS;
+            }
+            Err(e) if retry => {
+                let delay = backoff.next(None, fastrand::f64());
+                warn!(
+                    error = %e,
+                    attempt = backoff.failures(),
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "fetching credentials failed; retrying"
+                );
+                tokio::select! {
+                    () = &mut shutdown => return ExitCode::from(EXIT_FAILURE),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "fetching credentials failed");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    }
 }
 
 /// Writes a fresh authorization token, then serves the container-credentials

@@ -1,5 +1,6 @@
-//! The command line: `tempcreds-sidecar run [FLAGS] [--once]` and
-//! `tempcreds-sidecar doctor [FLAGS] [--output text|json]`.
+//! The command line: `tempcreds-sidecar run [FLAGS] [--once [--retry]]`,
+//! `tempcreds-sidecar doctor [FLAGS] [--output text|json]` and
+//! `tempcreds-sidecar probe [--output-dir DIR]`.
 //!
 //! The flags are [`SidecarConfig`], shared with the webhook, which renders
 //! them into the injected container; each is also read from
@@ -29,6 +30,23 @@ pub enum Command {
     /// calls) and explain what is wrong. Writes nothing. Exit 0 when every
     /// check passes, 1 when one fails, 64 for bad flags.
     Doctor(DoctorArgs),
+    /// Exit 0 when the output directory holds credentials that have not
+    /// expired, 1 otherwise: the exec probe of pods without a health
+    /// listener (`hostNetwork: true`). Reads the files only; calls nothing.
+    Probe(ProbeArgs),
+}
+
+/// `probe`'s arguments.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The directory `run` writes to.
+    #[arg(
+        long,
+        env = "TEMPCREDS_OUTPUT_DIR",
+        value_name = "DIR",
+        default_value = tempcreds_core::paths::OUTPUT_DIR
+    )]
+    pub output_dir: PathBuf,
 }
 
 /// `doctor`'s report format.
@@ -80,6 +98,20 @@ pub struct RunArgs {
     /// or writing fails, 64 for a configuration error.
     #[arg(long, env = "TEMPCREDS_ONCE")]
     pub once: bool,
+
+    /// With --once: retry with backoff until credentials are written (or
+    /// SIGTERM), instead of exiting 1 on the first failure. The run-once
+    /// init container that a classic (non-native) sidecar gets uses it, so
+    /// the app never starts before credentials exist, even while STS is
+    /// unreachable.
+    #[arg(long, env = "TEMPCREDS_RETRY", requires = "once")]
+    pub retry: bool,
+
+    /// Do not bind `--health-addr`. For pods whose network namespace is the
+    /// node's (`hostNetwork: true`), where every such pod would want the
+    /// same port; their probes run `tempcreds-sidecar probe` instead.
+    #[arg(long, env = "TEMPCREDS_NO_HEALTH_SERVER")]
+    pub no_health_server: bool,
 }
 
 #[cfg(test)]
@@ -108,7 +140,23 @@ mod tests {
             panic!("not run")
         };
         assert!(args.once);
+        assert!(!args.retry && !args.no_health_server);
         assert_eq!(args.config.source, tempcreds_core::Source::Secret);
+    }
+
+    #[test]
+    fn retry_needs_once() {
+        let err = Cli::try_parse_from(["tempcreds-sidecar", "run", "--retry"]).unwrap_err();
+        assert!(err.to_string().contains("--once"), "{err}");
+    }
+
+    #[test]
+    fn probe_reads_the_default_output_dir() {
+        let cli = Cli::try_parse_from(["tempcreds-sidecar", "probe"]).unwrap();
+        let Command::Probe(args) = cli.command else {
+            panic!("not probe")
+        };
+        assert_eq!(args.output_dir, PathBuf::from("/var/run/tempcreds"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! the token or key files change ([`watch`]), and reports readiness
 //! ([`health`]) and, with `--endpoint-addr`, serves the container-credentials
 //! endpoint ([`endpoint`]). [`app`] ties these together for `tempcreds-sidecar run`;
-//! [`explain`] turns STS errors into a likely cause and fix.
+//! [`explain`] turns STS errors into a likely cause and fix; [`probe`] reads
+//! back what a previous run wrote (the exec probe, and adoption on restart).
 //!
 //! `tempcreds-sidecar doctor` ([`doctor`]) checks a configuration step by
 //! step: the token ([`token`]), its issuer's published keys ([`issuer`]), the
@@ -23,6 +24,7 @@ pub mod issuer;
 pub mod logging;
 pub mod output;
 pub mod policy;
+pub mod probe;
 pub mod refresh;
 pub mod sts;
 pub mod token;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tempcreds_sidecar::cli::{Cli, Command};
-use tempcreds_sidecar::{app, doctor, logging};
+use tempcreds_sidecar::{app, doctor, logging, probe};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -22,5 +22,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => app::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Probe(args) => probe::run(args),
     }
 }

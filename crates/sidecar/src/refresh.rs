@@ -103,9 +103,30 @@ pub fn expiry_instant(expiration: OffsetDateTime) -> Instant {
     Instant::now() + Duration::try_from(left).unwrap_or(Duration::ZERO)
 }
 
-/// Runs the loop until `shutdown` completes. `file_events` carries a message
-/// for each change in a watched directory.
+/// Runs the loop until `shutdown` completes, refreshing right away.
+/// `file_events` carries a message for each change in a watched directory.
 pub async fn run<R: Refresh>(
+    refresher: R,
+    refresh_before: Option<Duration>,
+    readiness: Readiness,
+    file_events: mpsc::Receiver<()>,
+    shutdown: impl Future<Output = ()>,
+) {
+    run_from(
+        Instant::now(),
+        refresher,
+        refresh_before,
+        readiness,
+        file_events,
+        shutdown,
+    )
+    .await;
+}
+
+/// [`run`], with the first refresh at `first_due`: later than now when
+/// credentials a previous run wrote were adopted (`readiness` already set).
+pub async fn run_from<R: Refresh>(
+    first_due: Instant,
     mut refresher: R,
     refresh_before: Option<Duration>,
     readiness: Readiness,
@@ -114,7 +135,7 @@ pub async fn run<R: Refresh>(
 ) {
     tokio::pin!(shutdown);
     let mut backoff = Backoff::default();
-    let mut due = Instant::now();
+    let mut due = first_due;
     let mut event_due: Option<Instant> = None;
     let mut events_open = true;
     let mut last_inputs = refresher.inputs();

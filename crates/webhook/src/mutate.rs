@@ -60,6 +60,9 @@ pub const SECRET_VOLUME: &str = "tempcreds-aws-keys";
 /// File mode of the token and key files: readable by the sidecar's
 /// non-root user. Only the sidecar mounts these volumes.
 const SOURCE_FILE_MODE: u32 = 0o444;
+/// Suffix of the run-once init container a classic sidecar gets.
+const INIT_SUFFIX: &str = "-init";
+
 /// Startup probe: every second, for at most five minutes.
 const STARTUP_PERIOD_SECONDS: u32 = 1;
 const STARTUP_FAILURE_THRESHOLD: u32 = 300;
@@ -205,6 +208,13 @@ fn deny(errors: &[spec::AnnotationError]) -> Outcome {
 /// Which containers get what, and the names of everything injected.
 struct Plan {
     sidecar: String,
+    /// With a classic sidecar: the run-once init container that writes the
+    /// first credentials before any app container starts.
+    init_sidecar: Option<String>,
+    /// `hostNetwork: true`: the pod shares the node's network namespace, so
+    /// the sidecar binds no port (every such pod on the node would want the
+    /// same one) and its probes run `tempcreds-sidecar probe`.
+    host_network: bool,
     credentials_volume: String,
     source_volume: Option<String>,
     /// Selected containers in `spec.containers`, by index.
@@ -257,23 +267,26 @@ impl Plan {
                 .collect()
         };
         let app = pick("containers");
-        // Init containers run before a classic sidecar starts: they would
-        // find no credentials, so they get nothing.
-        let init = if native {
-            pick("initContainers")
-        } else {
-            Vec::new()
-        };
+        // A native sidecar starts before the other init containers; a
+        // classic one comes with a run-once init container placed first.
+        // Either way the pod's init containers find credentials written.
+        let init = pick("initContainers");
         if app.is_empty() && init.is_empty() {
             return Err(format!(
-                "annotations {} / {} select no container of this pod{}",
+                "annotations {} / {} select no container of this pod",
                 a::CONTAINERS,
                 a::SKIP_CONTAINERS,
-                if native {
-                    ""
-                } else {
-                    " (init containers run before a classic sidecar and are not eligible)"
-                }
+            ));
+        }
+        let host_network = pspec["hostNetwork"].as_bool() == Some(true);
+        if host_network && delivery == Delivery::Endpoint {
+            return Err(format!(
+                "delivery \"endpoint\" (annotation {} or the cluster default) cannot serve a pod with \
+                 hostNetwork: true: its loopback port would be the node's, wanted by every such pod and \
+                 reachable by every process on the node; set {}: file or {}: process",
+                a::DELIVERY,
+                a::DELIVERY,
+                a::DELIVERY
             ));
         }
         let output_dir = paths::OUTPUT_DIR;
@@ -295,6 +308,11 @@ impl Plan {
         }
 
         let sidecar = unique_name(SIDECAR_NAME, &all_names);
+        let init_sidecar = (!native).then(|| {
+            let mut taken = all_names.clone();
+            taken.insert(&sidecar);
+            unique_name(&format!("{sidecar}{INIT_SUFFIX}"), &taken)
+        });
         let volumes: BTreeSet<&str> = pspec["volumes"]
             .as_array()
             .into_iter()
@@ -323,7 +341,7 @@ impl Plan {
             .collect();
         let wanted = config.sidecar.health_port;
         let health_port = first_free_port(wanted, &declared);
-        if health_port != wanted {
+        if health_port != wanted && !host_network {
             warnings.push(format!(
                 "a container declares port {wanted}, the tempcreds sidecar's health port; the sidecar uses {health_port}"
             ));
@@ -386,6 +404,8 @@ impl Plan {
 
         Ok(Plan {
             sidecar,
+            init_sidecar,
+            host_network,
             credentials_volume,
             source_volume,
             app,
@@ -473,12 +493,42 @@ impl Plan {
         }
 
         let sidecar = self.sidecar_container(spec, sidecar_config, config);
-        if config.sidecar.native_sidecar {
-            array_at(pspec, "initContainers").insert(0, sidecar);
-        } else {
-            // Appended, so `kubectl logs/exec` keep defaulting to the app.
-            array_at(pspec, "containers").push(sidecar);
+        match &self.init_sidecar {
+            None => array_at(pspec, "initContainers").insert(0, sidecar),
+            Some(init_name) => {
+                // A classic sidecar starts together with the app containers,
+                // so a run-once init container placed first writes the first
+                // credentials (retrying while STS is unreachable) and the
+                // classic sidecar adopts them and keeps them fresh.
+                let init = self.init_container(init_name, &sidecar);
+                array_at(pspec, "initContainers").insert(0, init);
+                // Appended, so `kubectl logs/exec` keep defaulting to the app.
+                array_at(pspec, "containers").push(sidecar);
+            }
         }
+    }
+
+    /// The run-once init container of a classic sidecar: the sidecar's
+    /// image, mounts, environment and security, running
+    /// `run --once --retry` with the same settings, without probes.
+    fn init_container(&self, name: &str, sidecar: &Value) -> Value {
+        let mut init = sidecar.clone();
+        if let Some(obj) = init.as_object_mut() {
+            obj.insert("name".into(), json!(name));
+            for key in [
+                "startupProbe",
+                "readinessProbe",
+                "livenessProbe",
+                "restartPolicy",
+            ] {
+                obj.remove(key);
+            }
+            if let Some(args) = obj.get_mut("args").and_then(Value::as_array_mut) {
+                args.retain(|a| a != "--no-health-server");
+                args.splice(1..1, [json!("--once"), json!("--retry")]);
+            }
+        }
+        init
     }
 
     fn sidecar_container(
@@ -490,6 +540,9 @@ impl Plan {
         let s = &config.sidecar;
         let mut args = vec!["run".to_owned()];
         args.extend(sidecar_config.to_args());
+        if self.host_network {
+            args.push("--no-health-server".to_owned());
+        }
         let mut mounts =
             vec![json!({"name": self.credentials_volume, "mountPath": paths::OUTPUT_DIR})];
         if let Some(name) = &self.source_volume {
@@ -501,12 +554,22 @@ impl Plan {
             mounts.push(json!({"name": name, "mountPath": dir, "readOnly": true}));
         }
         let probe = |path: &str, period: u32, failures: u32| {
-            json!({
-                "httpGet": {"path": path, "port": self.health_port},
+            // An exec probe starts a process in the container: give it
+            // longer than an HTTP GET on a busy node.
+            let mut p = json!({
                 "periodSeconds": period,
-                "timeoutSeconds": 1,
+                "timeoutSeconds": if self.host_network { 5 } else { 1 },
                 "failureThreshold": failures,
-            })
+            });
+            let how = if self.host_network {
+                // No port of the node's is taken: the sidecar binary reads
+                // the credentials file in its own container.
+                json!({"command": [paths::SIDECAR_BINARY, "probe"]})
+            } else {
+                json!({"path": path, "port": self.health_port})
+            };
+            p[if self.host_network { "exec" } else { "httpGet" }] = how;
+            p
         };
         let mut resources = Map::new();
         for (kind, map) in [
@@ -544,13 +607,18 @@ impl Plan {
             "volumeMounts": mounts,
             "startupProbe": probe(paths::READYZ_PATH, STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
             "readinessProbe": probe(paths::READYZ_PATH, 10, 3),
-            "livenessProbe": probe(paths::HEALTHZ_PATH, 10, 3),
             "terminationMessagePolicy": "FallbackToLogsOnError",
         });
-        if s.native_sidecar
-            && let Some(obj) = c.as_object_mut()
-        {
-            obj.insert("restartPolicy".into(), json!("Always"));
+        if let Some(obj) = c.as_object_mut() {
+            // An exec probe cannot tell a hung process from a live one;
+            // without the health listener the kubelet restarts the sidecar
+            // only when it exits.
+            if !self.host_network {
+                obj.insert("livenessProbe".into(), probe(paths::HEALTHZ_PATH, 10, 3));
+            }
+            if s.native_sidecar {
+                obj.insert("restartPolicy".into(), json!("Always"));
+            }
         }
         c
     }
