@@ -7,13 +7,15 @@
 #   make tools   only install the test tools
 #   make build   debug build of both binaries
 #   make release release build of both binaries
+#   make images  the two container images as OCI/Docker archives in
+#                target/images (release build, no container engine needed)
 #   make bench   speed and footprint figures, written to bench/results.md
 #   make fuzz    every fuzz target for FUZZ_SECONDS (default 60) each
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test tools rust-toolchain fmt-check clippy unit e2e demo build release clean-tools bench fuzz
+.PHONY: test tools rust-toolchain fmt-check clippy unit e2e demo build release images clean-tools bench fuzz
 
 test: tools fmt-check clippy e2e
 
@@ -45,6 +47,11 @@ build:
 
 release:
 	$(CARGO) build --release --workspace --bins --locked
+
+# ghcr.io/tempcreds/tempcreds-{sidecar,webhook}:VERSION written from files by
+# hack/build-image.py; IMAGES_PROFILE and IMAGES_OUT: see hack/images.sh.
+images:
+	CARGO=$(CARGO) hack/images.sh
 
 # Benchmarks, load, pod-creation latency and sidecar footprint (about ten
 # minutes once built); see hack/bench.sh.
