@@ -97,6 +97,8 @@ start() {
     --cert-dir "${dir}/cert-dir" \
     --tls-cert-file "${pki}/apiserver.crt" --tls-private-key-file "${pki}/apiserver.key" \
     --client-ca-file "${pki}/ca.crt" \
+    --kubelet-client-certificate "${pki}/admin.crt" --kubelet-client-key "${pki}/admin.key" \
+    --kubelet-preferred-address-types InternalIP,Hostname \
     --service-account-issuer "$url" \
     --service-account-key-file "${pki}/sa.pub" \
     --service-account-signing-key-file "${pki}/sa.key" \

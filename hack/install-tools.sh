@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every tool the tests and the demo need, into TEMPCREDS_CACHE
 # (default ~/.cache/tempcreds): the Python venv (moto, awscli, boto3),
-# kubectl and helm, etcd and the Kubernetes binaries. Idempotent; a warm run takes
+# kubectl and helm, etcd and kube-apiserver. Idempotent; a warm run takes
 # about a second.
 set -euo pipefail
 here="$(dirname "$0")"
@@ -10,4 +10,5 @@ source "${here}/lib.sh"
 "${here}/install-kubectl-helm.sh"
 "${here}/install-etcd.sh"
 "${here}/install-kube.sh"
+"${here}/install-node-tools.sh"
 say "all tools ready under ${TEMPCREDS_CACHE}"

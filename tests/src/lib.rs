@@ -14,6 +14,7 @@
 
 pub mod bins;
 pub mod moto;
+pub mod node;
 pub mod pod;
 pub mod webhook;
 

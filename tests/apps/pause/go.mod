@@ -1,0 +1,3 @@
+module github.com/tempcreds/tempcreds/tests/apps/pause
+
+go 1.24
