@@ -1,8 +1,10 @@
 # tempcreds — the commands a contributor runs.
 #
 #   make test    everything CI runs: format check, clippy, unit tests and the
-#                end-to-end tests against a real kube-apiserver and moto's STS
-#                server (installs the tools it needs into ~/.cache/tempcreds)
+#                end-to-end tests against a real kube-apiserver, a real node
+#                (containerd + kubelet; root) running the images built here,
+#                and moto's STS server (installs the tools it needs into
+#                ~/.cache/tempcreds)
 #   make demo    the whole path on this machine, no cluster or AWS account needed
 #   make tools   only install the test tools
 #   make build   debug build of both binaries
@@ -35,9 +37,12 @@ clippy: rust-toolchain
 unit:
 	$(CARGO) test --workspace --locked --lib --bins
 
-# Every test (unit, integration, end-to-end) with the control plane up.
-e2e: tools
-	hack/with-control-plane.sh $(CARGO) test --workspace --locked --no-fail-fast
+# Every test (unit, integration, end-to-end) with the control plane and a
+# real node up (containerd, kubelet, controllers: hack/node.sh, needs root).
+# The node runs the images `make images` builds and hack/test-images.sh's.
+e2e: tools images
+	TEMPCREDS_IMAGES_DIR=$(CURDIR)/target/images \
+	  hack/with-control-plane.sh --node $(CARGO) test --workspace --locked --no-fail-fast
 
 demo: tools
 	hack/demo.sh

@@ -6,12 +6,15 @@
 #     server standing in for AWS STS;
 #  2. runs tempcreds-webhook over TLS and registers it with the API server by
 #     URL, for namespaces labelled tempcreds.io/injection=enabled;
-#  3. creates an annotated pod and shows what the webhook injected;
-#  4. runs the injected sidecar container's command and environment as a
-#     local process (its volumes mapped to temporary directories, the
-#     projected token obtained through a real TokenRequest), against moto;
-#  5. shows the credentials file it wrote and runs `aws sts
-#     get-caller-identity` with the app container's environment.
+#  3. adds a real node (containerd, kubelet, controllers: hack/node.sh; root)
+#     with the sidecar image `make images` builds and a test app image: a
+#     static Go program on the AWS SDK for Go v2 (tests/apps/aws-go-app);
+#  4. creates an annotated pod and shows what the webhook injected;
+#  5. watches the kubelet run it: the native sidecar gets credentials from
+#     STS with the token the kubelet projected, the app starts once they are
+#     written, its own SDK calls sts:GetCallerIdentity and prints which
+#     credential provider answered, and the pod completes;
+#  6. shows the sidecar's log and the STS calls moto recorded.
 #
 # Everything is stopped and removed at the end (TEMPCREDS_DEMO_KEEP=1 keeps
 # the working directory for a look).
@@ -26,13 +29,9 @@ show() { printf '%s$ %s%s\n' "$dim" "$*" "$off"; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/tempcreds-demo.XXXXXX")
 pids=()
 cleanup() {
-  # Closing local-pod's input makes it stop the sidecar it started.
-  if [[ -n "${local_pod:-}" ]]; then
-    exec 4>&- 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$local_pod" 2>/dev/null || break; sleep 0.1; done
-  fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  "${root}/hack/node.sh" stop "${work}/cp" >/dev/null 2>&1 || true
   "${root}/hack/control-plane.sh" stop "${work}/cp" >/dev/null 2>&1 || true
   if [[ "${TEMPCREDS_DEMO_KEEP:-}" == "1" ]]; then
     echo "kept ${work}"
@@ -57,9 +56,15 @@ wait_for() { # URL [curl args...]
 venv="${TEMPCREDS_CACHE}/venv"
 kubectl="${TEMPCREDS_CACHE}/bin/kubectl"
 
-step "Building tempcreds-webhook and tempcreds-sidecar"
-(cd "$root" && cargo build --quiet --locked -p tempcreds-webhook -p tempcreds-sidecar -p tempcreds-tests --bins)
+[[ $(id -u) == 0 ]] || die "make demo runs a real node (containerd, kubelet): run it as root"
+
+step "Building tempcreds-webhook, and the images the node runs"
+(cd "$root" && cargo build --quiet --locked -p tempcreds-webhook --bins)
 target="${CARGO_TARGET_DIR:-${root}/target}/debug"
+show "make images   (release binaries packed into OCI archives, no container engine)"
+"${root}/hack/images.sh" 2>&1 | grep -E '^(image|tempcreds-)' || true
+sidecar_archive="${root}/target/images/tempcreds-sidecar.tar"
+app_archive=$("${root}/hack/test-images.sh" | grep '/aws-go-app.tar$')
 
 step "Starting a local control plane (etcd + kube-apiserver ${PIN_KUBE})"
 "${root}/hack/control-plane.sh" start "${work}/cp"
@@ -67,12 +72,19 @@ step "Starting a local control plane (etcd + kube-apiserver ${PIN_KUBE})"
 source "${work}/cp/env"
 k() { "$kubectl" "$@"; }
 
-step "Starting moto's STS server (stands in for AWS STS)"
+step "Adding a node: containerd, kubelet, kube-controller-manager, kube-scheduler"
+TEMPCREDS_NODE_IMAGES="${sidecar_archive}:${app_archive}" "${root}/hack/node.sh" start "${work}/cp"
+# shellcheck disable=SC1091
+source "${work}/cp/env"
+show "kubectl get nodes -o wide"; k get nodes -o wide
+
+step "Starting moto's STS server (stands in for AWS STS) where pods reach the host"
 moto_port=$(free_port)
-"${venv}/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"${work}/moto.log" 2>&1 &
+MOTO_ENABLE_RECORDING=true MOTO_RECORDER_FILEPATH="${work}/sts-calls.jsonl" \
+  "${venv}/bin/moto_server" -H "$TEMPCREDS_NODE_GATEWAY" -p "$moto_port" >"${work}/moto.log" 2>&1 &
 pids+=($!)
-wait_for "http://127.0.0.1:${moto_port}/moto-api/"
-sts="http://127.0.0.1:${moto_port}"
+sts="http://${TEMPCREDS_NODE_GATEWAY}:${moto_port}"
+wait_for "${sts}/moto-api/"
 echo "STS endpoint: ${sts}"
 
 step "Starting tempcreds-webhook over TLS"
@@ -88,6 +100,7 @@ openssl x509 -req -in "${tls}/tls.csr" -CA "${tls}/ca.crt" -CAkey "${tls}/ca.key
 cat > "${work}/config.yaml" <<EOF
 sidecar:
   image: ghcr.io/tempcreds/tempcreds-sidecar:0.1.0
+  imagePullPolicy: Never
 region: us-east-1
 stsEndpoint: ${sts}
 EOF
@@ -127,7 +140,7 @@ webhooks:
 EOF
 
 step "Creating an opted-in namespace, a ServiceAccount and an annotated pod"
-pod_yaml=$(cat <<'EOF'
+pod_yaml=$(cat <<EOF
 apiVersion: v1
 kind: Pod
 metadata:
@@ -137,10 +150,21 @@ metadata:
     tempcreds.io/role-arn: arn:aws:iam::123456789012:role/reporter
 spec:
   serviceAccountName: reporter
+  restartPolicy: Never
+  tolerations: [{key: tempcreds.io/test-node, operator: Exists, effect: NoSchedule}]
   containers:
   - name: app
-    image: amazon/aws-cli
-    command: ["aws", "sts", "get-caller-identity"]
+    image: tempcreds.local/test/aws-go-app:1
+    imagePullPolicy: Never
+    # Three sts:GetCallerIdentity calls through the SDK's default chain.
+    command: [/usr/local/bin/aws-go-app, -count, "3", -interval, 2s]
+    env:
+    - {name: AWS_ENDPOINT_URL_STS, value: "${sts}"}
+    securityContext:
+      runAsNonRoot: true
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL]}
+      seccompProfile: {type: RuntimeDefault}
 EOF
 )
 show "kubectl create namespace demo && kubectl label namespace demo tempcreds.io/injection=enabled"
@@ -149,6 +173,7 @@ k label namespace demo tempcreds.io/injection=enabled >/dev/null
 show "kubectl -n demo create serviceaccount reporter"
 k -n demo create serviceaccount reporter
 show "kubectl apply -f - <<EOF"; echo "$pod_yaml"
+t_create=$SECONDS
 echo "$pod_yaml" | k apply -f -
 
 step "The pod as the API server stored it (what tempcreds injected)"
@@ -164,7 +189,7 @@ for c in spec.get("initContainers", []):
     print("  args: ", " ".join(c.get("args", [])))
     print("  mounts:", [f"{m['name']}:{m['mountPath']}{' (ro)' if m.get('readOnly') else ''}" for m in c.get("volumeMounts", [])])
     if "startupProbe" in c:
-        print("  startupProbe:", json.dumps(c["startupProbe"].get("httpGet")))
+        print("  startupProbe:", json.dumps(c["startupProbe"].get("httpGet") or c["startupProbe"].get("exec")))
 for c in spec["containers"]:
     print(f"container {c['name']}:")
     print("  env:   ", {e['name']: e.get('value') for e in c.get('env', [])})
@@ -172,38 +197,45 @@ for c in spec["containers"]:
 print("volumes:", [v["name"] + ":" + next(k for k in v if k != "name") for v in spec.get("volumes", [])])
 PY
 
-step "Running the injected sidecar as a local process, against moto"
-echo "(its volumes mapped to directories; the projected token from a real TokenRequest"
-echo " with the injected audience and lifetime)"
-mkfifo "${work}/local-pod.ctl"
-"${target}/local-pod" demo reporter "${work}/pod" < "${work}/local-pod.ctl" > "${work}/local-pod.log" 2>&1 &
-local_pod=$!
-pids+=("$local_pod")
-exec 4> "${work}/local-pod.ctl"
-for _ in $(seq 1 300); do
-  [[ -f "${work}/pod/app.env" ]] && break
-  kill -0 "${pids[-1]}" 2>/dev/null || { cat "${work}/local-pod.log"; die "the sidecar did not start"; }
+step "The kubelet runs it: native sidecar first, the app once credentials are written"
+show "kubectl -n demo get pod reporter   (watched until it completes)"
+last=""
+for _ in $(seq 1 600); do
+  line=$(k -n demo get pod reporter --no-headers \
+    -o custom-columns='PHASE:.status.phase,SIDECAR-STARTED:.status.initContainerStatuses[0].started,APP-STATE:.status.containerStatuses[0].state' 2>/dev/null \
+    | sed -E 's/map\[([a-z]+):map\[[^]]*\]\]/\1/g') || true
+  if [[ "$line" != "$last" ]]; then printf '  %4ss  %s\n' "$(( SECONDS - t_create ))" "$line"; last="$line"; fi
+  case "$line" in Succeeded*|Failed*) break ;; esac
   sleep 0.2
 done
-[[ -f "${work}/pod/app.env" ]] || { cat "${work}/local-pod.log"; die "the sidecar did not get ready"; }
-show "$(cat "${work}/pod/sidecar.cmd")"
-echo "sidecar ready: credentials written"
+phase=$(k -n demo get pod reporter -o jsonpath='{.status.phase}')
 
-step "What the app container sees"
-mapfile -t app_env < "${work}/pod/app.env"
-for kv in "${app_env[@]}"; do echo "  $kv"; done
-creds=""
-for kv in "${app_env[@]}"; do [[ "$kv" == AWS_SHARED_CREDENTIALS_FILE=* ]] && creds="${kv#*=}"; done
-[[ -n "$creds" ]] || die "the app container has no AWS_SHARED_CREDENTIALS_FILE"
-show "cat \$AWS_SHARED_CREDENTIALS_FILE   (secrets shortened for display)"
-sed -E 's/^(aws_secret_access_key|aws_session_token) = (.{8}).*/\1 = \2…/' "$creds"
-ls -l "$(dirname "$creds")"
+step "The sidecar's log (JSON lines; secrets never appear)"
+show "kubectl -n demo logs reporter -c tempcreds"
+k -n demo logs reporter -c tempcreds | cut -c1-240
 
-step "aws sts get-caller-identity with the app's environment"
-show "aws sts get-caller-identity --endpoint-url ${sts}"
-env -i PATH="$PATH" HOME="$work" AWS_CONFIG_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true \
-  "${app_env[@]}" "${venv}/bin/aws" sts get-caller-identity --endpoint-url "$sts" --region us-east-1
+step "The app's own AWS SDK calls"
+show "kubectl -n demo logs reporter -c app"
+k -n demo logs reporter -c app
 
+step "What STS saw (moto's recorder)"
+python3 - "${work}/sts-calls.jsonl" <<'PY'
+import base64, json, sys, urllib.parse
+for line in open(sys.argv[1]):
+    if not line.strip():
+        continue
+    e = json.loads(line)
+    body = e.get("body") or ""
+    if e.get("body_encoded"):
+        body = base64.b64decode(body).decode()
+    p = dict(urllib.parse.parse_qsl(body))
+    if "Action" in p:
+        token = "with the kubelet's projected token" if "WebIdentityToken" in p else ""
+        print(" ", p["Action"], p.get("RoleArn", ""), p.get("RoleSessionName", ""), token)
+PY
+
+[[ "$phase" == Succeeded ]] || die "the pod ended ${phase:-unknown}; see the logs above"
 step "Done"
-echo "The pod asked for a role with one annotation; only the sidecar saw the"
-echo "service-account token, and the app used temporary credentials it wrote."
+echo "The pod asked for a role with one annotation. The kubelet ran the injected"
+echo "sidecar from its image with a token only it could read; the app started once"
+echo "credentials were written, its unmodified AWS SDK used them, and the pod completed."

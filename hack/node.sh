@@ -9,11 +9,22 @@
 #                            exist, then appends the node's variables to DIR/env
 #   hack/node.sh stop DIR    stops all of it and undoes every change to the
 #                            host; safe to run twice or after a failed start
+#   hack/node.sh restart-kubelet DIR
+#                            stops the kubelet (SIGTERM) and starts it again
+#                            with the same settings; pods keep running. Its
+#                            in-memory token cache is gone, so it requests
+#                            new projected service-account tokens at once:
+#                            the write a rotation does, without waiting 80%
+#                            of a token's lifetime (at least 8 minutes)
 #
 # DIR is the control plane's directory (env, kubeconfig, pki/ca.{crt,key},
 # pki/sa.key). Everything the node writes goes under DIR/node: configs, logs
 # (DIR/node/*.log), pids (DIR/node/*.pid), containerd's root, state and
 # socket, the kubelet's root dir and pod logs.
+#
+# The node is tainted `tempcreds.io/test-node:NoSchedule`: only pods that
+# tolerate it run there (every image they use must be imported; no registry
+# is ever contacted for the pods of tests that do not expect a node).
 #
 # DIR/env gains TEMPCREDS_NODE_NAME, TEMPCREDS_NODE_GATEWAY (the bridge's
 # address: where pods reach servers on the host, which may listen on it as
@@ -43,7 +54,7 @@ source "${here}/lib.sh"
 
 cmd="${1:-}"
 dir="${2:-}"
-[[ -n "$cmd" && -n "$dir" ]] || die "usage: $0 start|stop DIR"
+[[ -n "$cmd" && -n "$dir" ]] || die "usage: $0 start|stop|restart-kubelet DIR"
 [[ -d "$dir" ]] || die "${dir} is not a directory (expected the control plane's directory)"
 dir=$(cd "$dir" && pwd)
 node="${dir}/node"
@@ -51,6 +62,8 @@ registry="${TEMPCREDS_CACHE}/nodes"
 kubectl_bin="${TEMPCREDS_CACHE}/bin/kubectl"
 node_name="${TEMPCREDS_NODE_NAME:-tempcreds-node}"
 image_ns=k8s.io
+# The node's NoSchedule taint; tests' pods tolerate it (tests/src/node.rs).
+NODE_TAINT_KEY=tempcreds.io/test-node
 components=(kube-scheduler kube-controller-manager kubelet containerd)
 
 # Sysctls the kubelet (vm.*, kernel.*) and the bridge plugin (forwarding)
@@ -190,6 +203,36 @@ current-context: local
 KC
 }
 
+# The kubelet's command line, for start and restart-kubelet.
+start_kubelet() {
+  start_component kubelet "${KUBE_BIN_DIR}/kubelet" \
+    --config "${node}/kubelet/config.yaml" \
+    --kubeconfig "${node}/kubelet.kubeconfig" \
+    --root-dir "${node}/kubelet/root" --cert-dir "${node}/kubelet/pki" \
+    --hostname-override "$node_name" --node-ip "$gateway" \
+    --v="${TEMPCREDS_NODE_LOG_LEVEL:-1}"
+}
+
+restart_kubelet() {
+  [[ -f "${node}/kubelet.pid" && ! -f "${node}/stopped" ]] || die "no running node in ${node}"
+  # shellcheck disable=SC1091
+  source "${dir}/env"
+  node_name="$TEMPCREDS_NODE_NAME"
+  gateway="$TEMPCREDS_NODE_GATEWAY"
+  mv "${node}/kubelet.log" "${node}/kubelet.log.1"
+  stop_pids kubelet
+  local t0 port
+  t0=$(now)
+  start_kubelet
+  port=$(awk '$1 == "healthzPort:" {print $2}' "${node}/kubelet/config.yaml")
+  until curl -fsS "http://127.0.0.1:${port}/healthz" >/dev/null 2>&1; do
+    check_running
+    (( EPOCHSECONDS - ${t0%.*} < 120 )) || die "the kubelet is not healthy 120s after its restart; log: ${node}/kubelet.log"
+    sleep 0.2
+  done
+  say "kubelet restarted in $(since "$t0")s"
+}
+
 start_component() { # NAME COMMAND...
   local name="$1"; shift
   "$@" >"${node}/${name}.log" 2>&1 &
@@ -317,6 +360,12 @@ podLogsDir: ${node}/pod-logs
 volumePluginDir: ${k}/volume-plugins
 serializeImagePulls: false
 shutdownGracePeriod: 0s
+# Only pods that tolerate this taint run here: the tests' own pods, whose
+# images are imported. Pods of other tests (images from registries this
+# machine must not contact) stay Pending instead of pulling.
+registerWithTaints:
+- key: ${NODE_TAINT_KEY}
+  effect: NoSchedule
 YAML
 }
 
@@ -429,12 +478,7 @@ start() {
   write_kubelet_config
   make_cgroup_root
   say "starting kubelet on ${gateway}:${kubelet_port}, kube-controller-manager, kube-scheduler"
-  start_component kubelet "${KUBE_BIN_DIR}/kubelet" \
-    --config "${node}/kubelet/config.yaml" \
-    --kubeconfig "${node}/kubelet.kubeconfig" \
-    --root-dir "${node}/kubelet/root" --cert-dir "${node}/kubelet/pki" \
-    --hostname-override "$node_name" --node-ip "$gateway" \
-    --v="${TEMPCREDS_NODE_LOG_LEVEL:-1}"
+  start_kubelet
   start_component kube-controller-manager "${KUBE_BIN_DIR}/kube-controller-manager" \
     --kubeconfig "${node}/kube-controller-manager.kubeconfig" \
     --authentication-kubeconfig "${node}/kube-controller-manager.kubeconfig" \
@@ -740,5 +784,6 @@ stop() {
 case "$cmd" in
   start) start ;;
   stop) stop ;;
-  *) die "usage: $0 start|stop DIR" ;;
+  restart-kubelet) restart_kubelet ;;
+  *) die "usage: $0 start|stop|restart-kubelet DIR" ;;
 esac

@@ -17,6 +17,7 @@ pub mod moto;
 pub mod node;
 pub mod pod;
 pub mod webhook;
+pub mod world;
 
 pub use moto::{Moto, StsRequest};
 pub use pod::LocalPod;

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-/// A running `moto_server` on 127.0.0.1, killed on drop.
+/// A running `moto_server` on 127.0.0.1 (or on the test node's gateway,
+/// where pods reach it: [`Moto::start_on`]), killed on drop.
 ///
 /// Every request is recorded (moto's `MOTO_ENABLE_RECORDING`) to a file the
 /// test can read with [`Moto::sts_requests`].
 pub struct Moto {
     child: Option<Child>,
+    host: String,
     port: u16,
     dir: tempfile::TempDir,
     extra_env: Vec<(String, String)>,
@@ -54,8 +56,19 @@ impl Moto {
     /// Starts moto_server with extra environment variables (e.g.
     /// `INITIAL_NO_AUTH_ACTION_COUNT` to make it verify signatures).
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
+        Moto::start_on_with_env("127.0.0.1", env)
+    }
+
+    /// Starts moto_server listening on `host` (an address of this machine,
+    /// e.g. the test node's bridge gateway, so pods reach it).
+    pub fn start_on(host: &str) -> Moto {
+        Moto::start_on_with_env(host, &[])
+    }
+
+    fn start_on_with_env(host: &str, env: &[(&str, &str)]) -> Moto {
         let mut moto = Moto {
             child: None,
+            host: host.to_owned(),
             port: crate::free_port(),
             dir: tempfile::tempdir().expect("temp dir for moto"),
             extra_env: env
@@ -77,9 +90,9 @@ impl Moto {
         );
     }
 
-    /// The endpoint URL, `http://127.0.0.1:PORT`.
+    /// The endpoint URL, `http://HOST:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// The port moto listens on.
@@ -111,7 +124,7 @@ impl Moto {
     /// on the port: its own log says so and the port accepts connections.
     fn try_start(&mut self) -> Result<(), String> {
         self.stop();
-        let running = format!("Running on http://127.0.0.1:{}", self.port);
+        let running = format!("Running on http://{}:{}", self.host, self.port);
         let started_before = self.log().matches(&running).count();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -119,7 +132,7 @@ impl Moto {
             .open(self.dir.path().join("moto.log"))
             .expect("moto log file");
         let mut cmd = Command::new(crate::tool("moto_server"));
-        cmd.args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+        cmd.args(["-H", &self.host, "-p", &self.port.to_string()])
             .env("MOTO_ENABLE_RECORDING", "true")
             .env("MOTO_RECORDER_FILEPATH", self.recording())
             .stdin(Stdio::null())
@@ -145,7 +158,7 @@ impl Moto {
                 ));
             }
             if self.log().matches(&running).count() > started_before
-                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && TcpStream::connect((self.host.as_str(), self.port)).is_ok()
             {
                 return Ok(());
             }

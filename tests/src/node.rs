@@ -24,6 +24,16 @@ use crate::ControlPlane;
 pub const HOW_TO_RUN: &str = "TEMPCREDS_NODE=1 hack/with-control-plane.sh cargo test -p tempcreds-tests --test node_smoke \
      (as root; `hack/with-control-plane.sh --node ...` also works)";
 
+/// The taint `hack/node.sh` puts on the node (effect NoSchedule): only pods
+/// with [`toleration`] run there, so pods of tests that expect no node
+/// (images from registries) are never pulled.
+pub const TAINT_KEY: &str = "tempcreds.io/test-node";
+
+/// The toleration a pod needs to run on the test node.
+pub fn toleration() -> Value {
+    serde_json::json!({"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"})
+}
+
 /// The shell image of `hack/test-images.sh`: busybox with an applet per
 /// command, user 65532.
 pub const BUSYBOX: &str = "tempcreds.local/test/busybox:1";

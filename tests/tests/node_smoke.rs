@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tempcreds_tests::node::Node;
+use tempcreds_tests::node::{self, Node};
 
 /// A one-line HTTP server on the node's gateway address, recording the
 /// address of every client. Its thread ends with the test process.
@@ -70,6 +70,7 @@ fn busybox_pod_reaches_a_server_on_the_host_and_logs_its_answer() {
         "metadata": {"name": "hello"},
         "spec": {
             "restartPolicy": "Never",
+            "tolerations": [node::toleration()],
             "containers": [{
                 "name": "main",
                 "image": image,
@@ -125,6 +126,7 @@ fn job_runs_to_completion() {
             "backoffLimit": 0,
             "template": {"spec": {
                 "restartPolicy": "Never",
+                "tolerations": [node::toleration()],
                 "containers": [{
                     "name": "main",
                     "image": image,
@@ -159,6 +161,7 @@ fn deleting_a_running_pod_stops_its_containers() {
         "metadata": {"name": "sleeper"},
         "spec": {
             "terminationGracePeriodSeconds": 2,
+            "tolerations": [node::toleration()],
             "containers": [{
                 "name": "main",
                 "image": image,
@@ -192,4 +195,45 @@ fn deleting_a_running_pod_stops_its_containers() {
 
     cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
         .unwrap();
+}
+
+/// Pods of tests that expect no node (their images name registries this
+/// machine must never contact) stay Pending: the node's taint keeps them off.
+#[test]
+fn pods_without_the_toleration_are_never_scheduled_so_never_pulled() {
+    let node = Node::from_env();
+    let cp = node.control_plane();
+    let ns = cp.create_namespace("node-taint", &[]).unwrap();
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "elsewhere"},
+        "spec": {"containers": [{"name": "main", "image": "registry.invalid/never:1"}]},
+    });
+    node.create(&ns, &pod).unwrap();
+    let pending = node
+        .wait_for(
+            &ns,
+            "pod",
+            "elsewhere",
+            Duration::from_secs(60),
+            |p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")
+            },
+            |p| p["spec"]["nodeName"].is_string(),
+        )
+        .unwrap();
+    assert_eq!(pending["status"]["phase"], "Pending");
+    assert!(
+        !node
+            .images()
+            .unwrap()
+            .iter()
+            .any(|i| i.contains("registry.invalid")),
+        "the node pulled an image it should never have seen"
+    );
 }
