@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempcreds_tests::world::*;
 
+/// A pod's annotations, as (name, value) pairs.
+type Annotations<'a> = Vec<(&'a str, &'a str)>;
+
 #[test]
 fn web_identity_job_with_the_go_sdk_completes_and_the_token_is_the_kubelets() {
     let w = World::new("node-wi");
@@ -191,7 +194,7 @@ fn file_process_and_endpoint_delivery_with_the_go_sdk_and_busybox() {
     // credential_process command prints version 1 JSON, the endpoint answers
     // with the token. Only markers are printed, never the secrets.
     let sh = |script: &str| container("app", busybox, &["sh", "-c", script], &[]);
-    let cases: Vec<(&str, Vec<(&str, &str)>, Value)> = vec![
+    let cases: Vec<(&str, Annotations, Value)> = vec![
         ("go-file", with("file"), go_app(&w, &go, 1)),
         ("go-process", with("process"), go_app(&w, &go_shell, 1)),
         ("go-process-no-shell", with("process"), go_app(&w, &go, 1)),
