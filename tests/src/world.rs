@@ -180,6 +180,13 @@ pub fn restricted() -> Value {
     })
 }
 
+/// A busybox script that runs `script` and then stays up until SIGTERM,
+/// which it obeys at once (a shell as PID 1 would ignore it, and every pod
+/// deletion would wait out the grace period).
+pub fn hold(script: &str) -> String {
+    format!("trap 'exit 0' TERM; {script}; sleep 3600 & wait")
+}
+
 /// An app container running `command`, with the restricted settings.
 pub fn container(name: &str, image: &str, command: &[&str], env: &[(&str, &str)]) -> Value {
     let env: Vec<Value> = env

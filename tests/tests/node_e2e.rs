@@ -274,7 +274,7 @@ fn the_app_starts_only_once_sts_answered_and_credentials_were_written() {
             &[
                 "sh",
                 "-c",
-                "grep -c '^aws_session_token = ' /var/run/tempcreds/credentials; sleep 3600",
+                &hold("grep -c '^aws_session_token = ' /var/run/tempcreds/credentials"),
             ],
             &[],
         )],
@@ -321,7 +321,7 @@ fn a_sigkilled_sidecar_comes_back_and_the_app_never_misses_credentials() {
     let w = World::new("node-kill");
     let busybox = w.node.busybox();
     // Checks the file five times a second and says when it is not complete.
-    let watcher = "while true; do \
+    let watcher = "trap 'exit 0' TERM; while true; do \
                      grep -q '^aws_session_token = ' /var/run/tempcreds/credentials || echo MISSING; \
                      sleep 0.2; \
                    done";
@@ -423,7 +423,7 @@ fn host_network_and_pod_network_pods_run_side_by_side() {
             &[
                 "sh",
                 "-c",
-                "grep -c '^aws_session_token = ' /var/run/tempcreds/credentials; sleep 3600",
+                &hold("grep -c '^aws_session_token = ' /var/run/tempcreds/credentials"),
             ],
             &[],
         )
@@ -474,7 +474,7 @@ fn a_classic_sidecar_never_lets_the_app_start_before_credentials_exist() {
             &[
                 "sh",
                 "-c",
-                "grep -c '^aws_session_token = ' /var/run/tempcreds/credentials; sleep 3600",
+                &hold("grep -c '^aws_session_token = ' /var/run/tempcreds/credentials"),
             ],
             &[],
         )],

@@ -25,7 +25,7 @@ fn a_new_projected_token_leads_to_a_new_sts_call_with_it() {
             ("tempcreds.io/role-arn", ROLE),
             ("tempcreds.io/token-expiration", "600"),
         ],
-        vec![container("app", busybox, &["sleep", "3600"], &[])],
+        vec![container("app", busybox, &["sh", "-c", &hold("true")], &[])],
         json!({"serviceAccountName": "rotating"}),
     ));
     w.wait_ready("rotating");

@@ -186,9 +186,18 @@ proptest! {
             })
             .filter_map(|v| v["name"].as_str())
             .collect();
+        // The containers tempcreds added: the sidecar and, with a classic
+        // sidecar, its run-once init container (names not in the input).
+        let mut input_names = names_of(&input["spec"], "containers");
+        input_names.extend(names_of(&input["spec"], "initContainers"));
+        let added = |c: &Value| {
+            let name = c["name"].as_str().unwrap_or_default();
+            c["args"][0] == "run"
+                && (name == sidecar.as_str() || !input_names.contains(&name))
+        };
         for list in ["containers", "initContainers"] {
             for c in spec[list].as_array().into_iter().flatten() {
-                if c["name"] == sidecar.as_str() && c["args"][0] == "run" {
+                if added(c) {
                     continue;
                 }
                 for m in c["volumeMounts"].as_array().into_iter().flatten() {

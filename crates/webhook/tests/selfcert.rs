@@ -194,8 +194,13 @@ fn issues_its_certificate_sets_the_ca_bundle_and_the_api_server_trusts_it() {
             &[&format!("tempcreds.io/selfcert-test={}", s.label)],
         )
         .unwrap();
-    s.cp.kubectl(&["-n", &app_ns, "create", "serviceaccount", "default"])
-        .unwrap();
+    // The `default` ServiceAccount (the controller manager of a node, when
+    // one runs, creates it too).
+    s.cp.kubectl_stdin(
+        &["-n", &app_ns, "apply", "-f", "-"],
+        Some(r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"default"}}"#),
+    )
+    .unwrap();
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"tempcreds.io/role-arn":"arn:aws:iam::123456789012:role/app"}},"spec":{"containers":[{"name":"app","image":"busybox"}]}}"#;
     s.cp.kubectl_stdin(&["-n", &app_ns, "apply", "-f", "-"], Some(pod))
         .unwrap_or_else(|e| panic!("{e}\n{}", hook.log()));
