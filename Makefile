@@ -8,16 +8,19 @@
 #   make demo    the whole path on this machine, no cluster or AWS account needed
 #   make tools   only install the test tools
 #   make build   debug build of both binaries
-#   make release release build of both binaries
+#   make release release build of both binaries (target/release/tempcreds-webhook,
+#                target/release-sidecar/tempcreds-sidecar)
 #   make images  the two container images as OCI/Docker archives in
 #                target/images (release build, no container engine needed)
 #   make bench   speed and footprint figures, written to bench/results.md
+#   make bench-node  figures of injected pods on the real node (root),
+#                written to bench/node-results.md
 #   make fuzz    every fuzz target for FUZZ_SECONDS (default 60) each
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test tools rust-toolchain fmt-check clippy unit e2e demo build release images clean-tools bench fuzz
+.PHONY: test tools rust-toolchain fmt-check clippy unit e2e demo build release images clean-tools bench bench-node fuzz
 
 test: tools fmt-check clippy e2e
 
@@ -50,8 +53,10 @@ demo: tools
 build:
 	$(CARGO) build --workspace --bins --locked
 
+# The sidecar is built for size (profile release-sidecar, see Cargo.toml).
 release:
-	$(CARGO) build --release --workspace --bins --locked
+	$(CARGO) build --release --locked -p tempcreds-webhook --bins
+	$(CARGO) build --profile release-sidecar --locked -p tempcreds-sidecar --bins
 
 # ghcr.io/tempcreds/tempcreds-{sidecar,webhook}:VERSION written from files by
 # hack/build-image.py; IMAGES_PROFILE and IMAGES_OUT: see hack/images.sh.
@@ -62,6 +67,11 @@ images:
 # minutes once built); see hack/bench.sh.
 bench: tools
 	hack/bench.sh
+
+# Injected pods on the real node: start latency, deletion, Jobs, sidecar
+# memory, image sizes; written to bench/node-results.md (root).
+bench-node: tools
+	hack/bench-node.sh
 
 # cargo-fuzz targets in fuzz/ (a workspace of its own); see hack/fuzz.sh.
 fuzz:

@@ -92,8 +92,11 @@ say "machine: ${machine}; load average ${load_before}"
 step() { say "== $*"; }
 
 step "release build (binaries and the load generator)"
-(cd "$root" && cargo build --release --locked -p tempcreds-webhook -p tempcreds-sidecar --bins --example load)
+(cd "$root" && cargo build --release --locked -p tempcreds-webhook --bins --example load \
+  && cargo build --profile release-sidecar --locked -p tempcreds-sidecar --bins)
 rel="${CARGO_TARGET_DIR:-${root}/target}/release"
+# The sidecar as shipped: built for size (Cargo.toml's release-sidecar).
+rel_sidecar="${CARGO_TARGET_DIR:-${root}/target}/release-sidecar"
 load_bin="${rel}/examples/load"
 
 step "criterion: the mutation and the /mutate handler"
@@ -215,7 +218,7 @@ sidecar() { # DIR ARGS... (replaces the shell: run it in a subshell or with &)
   printf 'AKIABENCHEXAMPLE0001' >"${keys}/id"
   printf 'benchSecretAccessKeyValue+1' >"${keys}/secret"
   exec env -i PATH="$PATH" HOME="$work" AWS_CONFIG_FILE="${work}/empty" AWS_SHARED_CREDENTIALS_FILE="${work}/empty" \
-    AWS_EC2_METADATA_DISABLED=true "${rel}/tempcreds-sidecar" run --output-dir "$dir/out" \
+    AWS_EC2_METADATA_DISABLED=true "${rel_sidecar}/tempcreds-sidecar" run --output-dir "$dir/out" \
     --source secret --role-arn arn:aws:iam::123456789012:role/bench \
     --access-key-id-file "${keys}/id" --secret-access-key-file "${keys}/secret" \
     --region us-east-1 --sts-endpoint "http://127.0.0.1:${moto_port}" "$@"
@@ -284,7 +287,7 @@ kill "$busy_pid"; wait "$busy_pid" 2>/dev/null || true
 size() { stat -c %s "$1" | awk '{printf "%.1f MiB (%d bytes)", $1 / 1048576, $1}'; }
 stripped() { if file "$1" 2>/dev/null | grep -q 'not stripped'; then echo "not stripped"; else echo "stripped"; fi; }
 webhook_size="$(size "${rel}/tempcreds-webhook"), $(stripped "${rel}/tempcreds-webhook")"
-sidecar_size="$(size "${rel}/tempcreds-sidecar"), $(stripped "${rel}/tempcreds-sidecar")"
+sidecar_size="$(size "${rel_sidecar}/tempcreds-sidecar"), $(stripped "${rel_sidecar}/tempcreds-sidecar")"
 
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }

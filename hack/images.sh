@@ -31,10 +31,10 @@ need ldd
 
 profile="${IMAGES_PROFILE:-release}"
 out="${IMAGES_OUT:-${root}/target/images}"
-case "$profile" in
-  dev) profile_dir=debug ;;
-  *) profile_dir="$profile" ;;
-esac
+# The release sidecar is built for size (Cargo.toml's release-sidecar).
+declare -A profiles=([tempcreds-webhook]="$profile" [tempcreds-sidecar]="$profile")
+if [[ "$profile" == release ]]; then profiles[tempcreds-sidecar]=release-sidecar; fi
+profile_dir() { if [[ "$1" == dev ]]; then echo debug; else echo "$1"; fi; }
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 
 if [[ ! -s "$ca_bundle" ]]; then
@@ -46,9 +46,11 @@ if [[ ! -s "$ca_bundle" ]]; then
   [[ -s "$ca_bundle" ]] || die "${ca_bundle} is still missing after installing ca-certificates"
 fi
 
-say "building the binaries (cargo profile ${profile})"
-"${CARGO:-cargo}" build --profile "$profile" --locked \
-  -p tempcreds-webhook -p tempcreds-sidecar --bins --manifest-path "${root}/Cargo.toml"
+for name in tempcreds-webhook tempcreds-sidecar; do
+  say "building ${name} (cargo profile ${profiles[$name]})"
+  "${CARGO:-cargo}" build --profile "${profiles[$name]}" --locked \
+    -p "$name" --bins --manifest-path "${root}/Cargo.toml"
+done
 
 # name version repository description, one line per binary crate.
 metadata="$("${CARGO:-cargo}" metadata --no-deps --format-version 1 --manifest-path "${root}/Cargo.toml" \
@@ -85,7 +87,7 @@ summaries=()
 while IFS=$'\t' read -r name version repository description; do
   [[ "$version" == "$app_version" ]] \
     || die "${name} version ${version} (Cargo.toml) differs from appVersion ${app_version} in charts/tempcreds/Chart.yaml: the chart would pull an image this does not build"
-  binary="${target_dir}/${profile_dir}/${name}"
+  binary="${target_dir}/$(profile_dir "${profiles[$name]}")/${name}"
   [[ -x "$binary" ]] || die "${binary} was not built"
   ref="ghcr.io/tempcreds/${name}:${version}"
   log="${staging}/${name}.log"
