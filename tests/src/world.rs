@@ -187,6 +187,21 @@ pub fn hold(script: &str) -> String {
     format!("trap 'exit 0' TERM; {script}; sleep 3600 & wait")
 }
 
+/// A busybox app container that prints how many session tokens the
+/// credentials file holds (`1` when complete) as its first act, then stays up.
+pub fn credentials_checker(busybox: &str) -> Value {
+    container(
+        "app",
+        busybox,
+        &[
+            "sh",
+            "-c",
+            &hold("grep -c '^aws_session_token = ' /var/run/tempcreds/credentials"),
+        ],
+        &[],
+    )
+}
+
 /// An app container running `command`, with the restricted settings.
 pub fn container(name: &str, image: &str, command: &[&str], env: &[(&str, &str)]) -> Value {
     let env: Vec<Value> = env

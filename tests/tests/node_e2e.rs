@@ -268,16 +268,7 @@ fn the_app_starts_only_once_sts_answered_and_credentials_were_written() {
     w.create(&pod(
         "patient",
         &[("tempcreds.io/role-arn", ROLE)],
-        vec![container(
-            "app",
-            busybox,
-            &[
-                "sh",
-                "-c",
-                &hold("grep -c '^aws_session_token = ' /var/run/tempcreds/credentials"),
-            ],
-            &[],
-        )],
+        vec![credentials_checker(busybox)],
         json!({}),
     ));
     // The sidecar runs and retries; the app is held back (waiting, never
@@ -416,18 +407,7 @@ fn injected_pods_run_in_a_namespace_enforcing_the_restricted_pod_security_standa
 fn host_network_and_pod_network_pods_run_side_by_side() {
     let w = World::new("node-net");
     let busybox = w.node.busybox();
-    let app = || {
-        container(
-            "app",
-            busybox,
-            &[
-                "sh",
-                "-c",
-                &hold("grep -c '^aws_session_token = ' /var/run/tempcreds/credentials"),
-            ],
-            &[],
-        )
-    };
+    let app = || credentials_checker(busybox);
     let role = [("tempcreds.io/role-arn", ROLE)];
     let names = ["pod-net-1", "pod-net-2", "host-net-1", "host-net-2"];
     for name in names {
@@ -468,16 +448,7 @@ fn a_classic_sidecar_never_lets_the_app_start_before_credentials_exist() {
     w.create(&pod(
         "classic",
         &[("tempcreds.io/role-arn", ROLE)],
-        vec![container(
-            "app",
-            busybox,
-            &[
-                "sh",
-                "-c",
-                &hold("grep -c '^aws_session_token = ' /var/run/tempcreds/credentials"),
-            ],
-            &[],
-        )],
+        vec![credentials_checker(busybox)],
         json!({}),
     ));
     w.wait_ready("classic");

@@ -122,7 +122,9 @@ fn main() {
         let app_done = poll(&w, &w.ns, &pod_name, |p| {
             app_state(p).is_some_and(|s| s["terminated"].is_object())
         });
-        let succeeded = poll(&w, &w.ns, &pod_name, |p| p["status"]["phase"] == "Succeeded");
+        let succeeded = poll(&w, &w.ns, &pod_name, |p| {
+            p["status"]["phase"] == "Succeeded"
+        });
         job_done.push(succeeded.saturating_duration_since(app_done));
     }
 
@@ -222,7 +224,8 @@ fn sidecar_memory(w: &World, pod: &str) -> (u64, u64, u64) {
                 .map(|l| l.rsplit(':').next().unwrap_or_default().to_owned())
         })
         .and_then(|path| {
-            std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/memory.usage_in_bytes")).ok()
+            std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/memory.usage_in_bytes"))
+                .ok()
         })
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(0, |b| b / 1024);
@@ -238,9 +241,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn min_ms(v: &[Duration]) -> f64 {
-    v.iter().min().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    v.iter()
+        .min()
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
 }
 
 fn max_ms(v: &[Duration]) -> f64 {
-    v.iter().max().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    v.iter()
+        .max()
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
 }
