@@ -68,14 +68,7 @@ revision="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)"
 
 staging="$(mktemp -d)"
 trap 'rm -rf "$staging"' EXIT
-cat >"${staging}/passwd" <<'EOF'
-root:x:0:0:root:/root:/sbin/nologin
-nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin
-EOF
-cat >"${staging}/group" <<'EOF'
-root:x:0:
-nonroot:x:65532:
-EOF
+write_users "$staging"
 cat >"${staging}/nsswitch.conf" <<'EOF'
 passwd: files
 group: files

@@ -25,3 +25,11 @@ ETCD_BIN_PATH="${TEMPCREDS_CACHE}/bin/etcd-${PIN_ETCD}"
 say() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not on PATH"; }
+
+# Writes DIR/passwd and DIR/group with root and nonroot (65532), the user
+# every image built here runs as.
+write_users() {
+  printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' \
+    'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >"$1/passwd"
+  printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' >"$1/group"
+}

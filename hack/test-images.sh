@@ -48,14 +48,7 @@ apt_install() {
 
 staging="$(mktemp -d)"
 trap 'rm -rf "$staging"' EXIT
-cat >"${staging}/passwd" <<'EOF'
-root:x:0:0:root:/root:/sbin/nologin
-nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin
-EOF
-cat >"${staging}/group" <<'EOF'
-root:x:0:
-nonroot:x:65532:
-EOF
+write_users "$staging"
 
 # The parts every test image has: passwd with nonroot, /tmp, user 65532.
 common=(
@@ -71,7 +64,7 @@ common=(
 build() {
   local name="$1" ref="$2"
   shift 2
-  local inputs=("$0" "${root}/hack/build-image.py")
+  local inputs=("$0" "${root}/hack/lib.sh" "${root}/hack/build-image.py")
   while [[ "$1" != -- ]]; do inputs+=("$1"); shift; done
   shift
   local archive="${cache}/${name}.tar"

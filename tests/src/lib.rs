@@ -20,6 +20,11 @@ pub mod webhook;
 pub mod world;
 
 pub use moto::{Moto, StsRequest};
+
+/// How long anything a test waits for (a pod, a process, a certificate) may
+/// take. Generous on purpose: the suite must pass on a machine busy with
+/// other work, and a wait only takes this long when something is broken.
+pub const LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
 pub use pod::LocalPod;
 pub use webhook::Webhook;
 

@@ -143,7 +143,7 @@ impl Moto {
         }
         let child = cmd.spawn().expect("start moto_server");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + crate::LIMIT;
         loop {
             let exited = self
                 .child

@@ -76,7 +76,9 @@ impl Node {
         &self.cp
     }
 
-    fn ctr(&self, args: &[&str]) -> anyhow::Result<String> {
+    /// Runs `ctr` against the node's containerd in the kubelet's namespace;
+    /// its output, or an error with what it said.
+    pub fn ctr(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new("ctr")
             .arg("-a")
             .arg(&self.containerd_address)
@@ -326,6 +328,16 @@ impl Node {
             std::thread::sleep(Duration::from_millis(200));
         }
         Ok(())
+    }
+
+    /// The host PID of a running container's task (its id as in a
+    /// container status, without `containerd://`).
+    pub fn task_pid(&self, container_id: &str) -> anyhow::Result<u32> {
+        self.ctr(&["tasks", "ls"])?
+            .lines()
+            .find(|l| l.starts_with(container_id))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .with_context(|| format!("no running task {container_id}"))
     }
 
     /// The containers containerd runs now (ids), for checking that a deleted

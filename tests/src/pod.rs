@@ -257,7 +257,7 @@ impl LocalPod {
         let child = cmd.spawn().expect("start tempcreds-sidecar");
         // Owned from here on, so a failed wait below still kills it.
         let mut running = RunningSidecar { child, health, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + crate::LIMIT;
         loop {
             let ready = Command::new("curl")
                 .args(["-fsS", "-o", "/dev/null"])

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use crate::{ControlPlane, Registration, bins, free_port, https_ok, unique_suffix, wait_until};
 
@@ -79,7 +78,7 @@ impl Webhook {
 
     fn wait_ready(&mut self, ca: &Path) {
         let url = format!("https://127.0.0.1:{}/readyz", self.port);
-        wait_until("the webhook is ready", Duration::from_secs(60), || {
+        wait_until("the webhook is ready", crate::LIMIT, || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("tempcreds-webhook exited with {status}: {}", self.log());
             }

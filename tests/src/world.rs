@@ -4,7 +4,6 @@
 //! program or busybox (tests/apps, `hack/test-images.sh`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -18,9 +17,7 @@ pub const ACCOUNT: &str = "123456789012";
 pub const ROLE: &str = "arn:aws:iam::123456789012:role/node-reader";
 /// The role chained after [`ROLE`].
 pub const CHAINED: &str = "arn:aws:iam::123456789012:role/node-writer";
-/// How long a pod may take to reach what a test waits for. Generous: the
-/// suite must pass on a machine busy with other work.
-pub const LIMIT: Duration = Duration::from_secs(180);
+pub use crate::LIMIT;
 /// The sidecar container's name in injected pods.
 pub const SIDECAR: &str = "tempcreds";
 
@@ -143,6 +140,16 @@ impl World {
         self.node
             .logs(&self.ns, pod, Some(container))
             .unwrap_or_else(|e| panic!("logs of {pod}/{container}: {e:#}"))
+    }
+
+    /// The containerd ID of a pod's container (from its status).
+    pub fn container_id(&self, pod: &str, container: &str) -> String {
+        let status = self.status(pod, container);
+        status["containerID"]
+            .as_str()
+            .and_then(|s| s.strip_prefix("containerd://"))
+            .unwrap_or_else(|| panic!("{pod}/{container} has no container ID: {status}"))
+            .to_owned()
     }
 
     /// The sidecar's log and moto's, for failure messages.

@@ -413,7 +413,7 @@ fn the_charts_webhook_runs_with_the_charts_arguments_config_and_rbac() {
 
     let secret = format!("{name}-tls");
     let dns = format!("{name}.{ns}.svc");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + tempcreds_tests::LIMIT;
     let ca_file = work.path().join("ca.crt");
     loop {
         if let Ok(Some(status)) = child.try_wait() {

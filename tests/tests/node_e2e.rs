@@ -324,23 +324,10 @@ fn a_sigkilled_sidecar_comes_back_and_the_app_never_misses_credentials() {
     ));
     w.wait_ready("watched");
     let calls_before = w.moto.actions().len();
-    let sidecar = w.status("watched", SIDECAR);
-    let id = sidecar["containerID"]
-        .as_str()
-        .and_then(|s| s.strip_prefix("containerd://"))
-        .expect("sidecar container ID")
-        .to_owned();
-    let out = std::process::Command::new("ctr")
-        .arg("-a")
-        .arg(&w.node.containerd_address)
-        .args(["-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", &id])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let id = w.container_id("watched", SIDECAR);
+    w.node
+        .ctr(&["tasks", "kill", "-s", "SIGKILL", &id])
+        .expect("SIGKILL the sidecar");
     w.node
         .wait_for(
             &w.ns,

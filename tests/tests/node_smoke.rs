@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
+use tempcreds_tests::LIMIT;
 use tempcreds_tests::node::{self, Node};
 
 /// A one-line HTTP server on the node's gateway address, recording the
@@ -80,9 +81,7 @@ fn busybox_pod_reaches_a_server_on_the_host_and_logs_its_answer() {
         },
     });
     let name = node.create(&ns, &pod).unwrap();
-    let done = node
-        .wait_for_phase(&ns, &name, "Succeeded", Duration::from_secs(60))
-        .unwrap();
+    let done = node.wait_for_phase(&ns, &name, "Succeeded", LIMIT).unwrap();
     assert_eq!(done["spec"]["nodeName"], node.name.as_str());
 
     let logs = node.logs(&ns, &name, None).unwrap();
@@ -105,8 +104,7 @@ fn busybox_pod_reaches_a_server_on_the_host_and_logs_its_answer() {
         "clients of the host server"
     );
 
-    node.delete_and_wait(&ns, "pod", &name, Duration::from_secs(30))
-        .unwrap();
+    node.delete_and_wait(&ns, "pod", &name, LIMIT).unwrap();
     cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
         .unwrap();
 }
@@ -137,7 +135,7 @@ fn job_runs_to_completion() {
         },
     });
     let name = node.create(&ns, &job).unwrap();
-    node.wait_for_condition(&ns, "job", &name, "Complete", Duration::from_secs(90))
+    node.wait_for_condition(&ns, "job", &name, "Complete", LIMIT)
         .unwrap();
     let logs = cp
         .kubectl(&["-n", &ns, "logs", &format!("job/{name}")])
@@ -171,7 +169,7 @@ fn deleting_a_running_pod_stops_its_containers() {
         },
     });
     let name = node.create(&ns, &pod).unwrap();
-    node.wait_for_condition(&ns, "pod", &name, "Ready", Duration::from_secs(60))
+    node.wait_for_condition(&ns, "pod", &name, "Ready", LIMIT)
         .unwrap();
     let statuses = node.container_statuses(&ns, &name).unwrap();
     let container_id = statuses["main"]["containerID"]
@@ -186,8 +184,7 @@ fn deleting_a_running_pod_stops_its_containers() {
 
     // `sleep` as PID 1 ignores SIGTERM: the kubelet kills it after the
     // grace period.
-    node.delete_and_wait(&ns, "pod", &name, Duration::from_secs(30))
-        .unwrap();
+    node.delete_and_wait(&ns, "pod", &name, LIMIT).unwrap();
     assert!(
         !node.running_containers().unwrap().contains(&container_id),
         "the deleted pod's container {container_id} still runs"
@@ -216,7 +213,7 @@ fn pods_without_the_toleration_are_never_scheduled_so_never_pulled() {
             &ns,
             "pod",
             "elsewhere",
-            Duration::from_secs(60),
+            LIMIT,
             |p| {
                 p["status"]["conditions"]
                     .as_array()

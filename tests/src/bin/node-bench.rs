@@ -191,22 +191,8 @@ fn poll(w: &World, ns: &str, name: &str, cond: impl Fn(&Value) -> bool) -> Insta
 
 /// (VmRSS KiB, VmHWM KiB, memory cgroup usage KiB) of the pod's sidecar.
 fn sidecar_memory(w: &World, pod: &str) -> (u64, u64, u64) {
-    let status = w.status(pod, SIDECAR);
-    let id = status["containerID"]
-        .as_str()
-        .and_then(|s| s.strip_prefix("containerd://"))
-        .expect("sidecar container ID");
-    let out = std::process::Command::new("ctr")
-        .arg("-a")
-        .arg(&w.node.containerd_address)
-        .args(["-n", "k8s.io", "tasks", "ls"])
-        .output()
-        .expect("ctr tasks ls");
-    let pid = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(id))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .expect("the sidecar's task");
+    let id = w.container_id(pod, SIDECAR);
+    let pid = w.node.task_pid(&id).expect("the sidecar's task");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let field = |name: &str| {
         status
