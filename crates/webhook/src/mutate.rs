@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 use tempcreds_core::annotations as a;
+use tempcreds_core::config::quoted;
 use tempcreds_core::paths;
 use tempcreds_core::spec::{self, Annotations, Decision, InjectionSpec, PodRef};
 use tempcreds_core::{Delivery, SidecarConfig, Source};
@@ -143,7 +144,7 @@ fn non_string_annotations(pod: &Value) -> Option<String> {
             } else {
                 text
             };
-            let k = escaped(k);
+            let k = quoted(k);
             let k = k.trim_matches('"');
             format!(
                 "annotation {k}: YAML reads the value as {kind} ({text}), not a string; annotation values \
@@ -236,21 +237,10 @@ fn marker(pod: &Value) -> Marker {
              `tempcreds-sidecar run` with the in-memory credentials volume at {}); remove the \
              annotation and let the webhook inject the pod",
             a::INJECTED,
-            escaped(name),
-            escaped(name),
+            quoted(name),
+            quoted(name),
             paths::OUTPUT_DIR
         ))
-    }
-}
-
-/// `s` quoted and escaped for a message, cut to 100 characters.
-fn escaped(s: &str) -> String {
-    const MAX: usize = 100;
-    if s.chars().count() <= MAX {
-        format!("{s:?}")
-    } else {
-        let cut: String = s.chars().take(MAX).collect();
-        format!("{cut:?}...")
     }
 }
 
@@ -461,8 +451,8 @@ impl Plan {
                     return Err(format!(
                         "container {} already mounts a volume at {} ({output_dir}), where tempcreds mounts the credentials; \
                          remove that mount or list the container in {}",
-                        escaped(c["name"].as_str().unwrap_or_default()),
-                        escaped(m["mountPath"].as_str().unwrap_or_default()),
+                        quoted(c["name"].as_str().unwrap_or_default()),
+                        quoted(m["mountPath"].as_str().unwrap_or_default()),
                         a::SKIP_CONTAINERS
                     ));
                 }
