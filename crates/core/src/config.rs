@@ -116,16 +116,23 @@ impl FromStr for Delivery {
     }
 }
 
-/// `s` quoted and escaped for a message (`"a\nb"`), cut to 100 characters:
-/// a value may be hostile or huge.
+/// `s` quoted and escaped for a message (`"a\nb"`), at most about 100
+/// characters of escaped text: a value may be hostile or huge.
 pub fn quoted(s: &str) -> String {
     const MAX: usize = 100;
-    if s.chars().count() <= MAX {
-        format!("{s:?}")
-    } else {
-        let cut: String = s.chars().take(MAX).collect();
-        format!("{cut:?}... ({} characters)", s.chars().count())
+    let full = format!("{s:?}");
+    if full.chars().count() <= MAX + 2 {
+        return full;
     }
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        let escaped: String = c.escape_debug().collect();
+        if out.chars().count() + escaped.chars().count() > MAX {
+            break;
+        }
+        out.push_str(&escaped);
+    }
+    format!("{out}\"... ({} characters)", s.chars().count())
 }
 
 /// The shortest `--refresh-before` accepted.

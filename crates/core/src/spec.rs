@@ -1385,6 +1385,34 @@ mod tests {
     }
 
     proptest! {
+        /// However long or strange a value, a message quotes at most a
+        /// bounded part of it.
+        #[test]
+        fn messages_stay_short_whatever_the_value(
+            key in 0..a::USER_ANNOTATIONS.len(),
+            unit in "\\PC{1,3}",
+            repeat in prop_oneof![1usize..50, 1000usize..12000],
+        ) {
+            let value = unit.repeat(repeat);
+            let mut pod = Annotations::new();
+            pod.insert(a::ROLE_ARN.into(), ROLE.into());
+            pod.insert(a::USER_ANNOTATIONS[key].to_owned(), value.clone());
+            let errors = match resolve(&pod, &Annotations::new()) {
+                Err(e) => e,
+                Ok(Decision::Inject(s)) => {
+                    let c = s.sidecar_config(&ClusterDefaults::default(), POD);
+                    s.check(&c, &pod, &Annotations::new()).err().unwrap_or_default()
+                }
+                Ok(_) => Vec::new(),
+            };
+            for e in errors {
+                let text = e.to_string();
+                prop_assert!(text.chars().count() <= 1400, "{} characters: {:.300}", text.chars().count(), text);
+            }
+        }
+    }
+
+    proptest! {
         #[test]
         fn never_panics(keys in proptest::collection::vec(0..a::USER_ANNOTATIONS.len(), 0..8),
                         values in proptest::collection::vec("\\PC{0,20}", 8),

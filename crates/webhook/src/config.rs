@@ -414,6 +414,49 @@ region: "eu-west-1"
         assert!(e.contains("sidecar.endpointPort"), "{e}");
     }
 
+    /// Issue 12: the cluster default took any http:// URL and any run of
+    /// letters, digits and dashes as a region.
+    #[test]
+    fn sts_endpoint_and_region_follow_the_annotation_rules() {
+        let e = ClusterConfig::from_yaml(
+            "sidecar: {image: x}\nregion: '---'\nstsEndpoint: http://sts.internal:5000",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "invalid config: region: \"---\" is not a region name such as eu-west-1 or us-gov-west-1; \
+             stsEndpoint: \"http://sts.internal:5000\" is plain http:// to sts.internal, which would send the \
+             pod's web-identity token and signed requests unencrypted; use https:// (plain http:// is \
+             accepted only to a loopback address such as 127.0.0.1, unless the cluster operator allows it); \
+             allowHttpStsEndpoint: true allows it (test clusters only)"
+        );
+        let c = ClusterConfig::from_yaml(
+            "sidecar: {image: x}\nstsEndpoint: http://sts.internal:5000\nallowHttpStsEndpoint: true",
+        )
+        .unwrap();
+        assert!(c.defaults().allow_http_sts_endpoint);
+        for bad in [
+            "http://169.254.169.254",
+            "https://exa mple.com",
+            "https://",
+            "https://u:p@sts.example.com",
+        ] {
+            let e = ClusterConfig::from_yaml(&format!(
+                "sidecar: {{image: x}}\nstsEndpoint: '{bad}'\nallowHttpStsEndpoint: true"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("stsEndpoint: "), "{bad}: {e}");
+        }
+        for ok in [
+            "https://sts.eu-west-1.amazonaws.com",
+            "http://127.0.0.1:5000",
+        ] {
+            ClusterConfig::from_yaml(&format!("sidecar: {{image: x}}\nstsEndpoint: {ok}")).unwrap();
+        }
+    }
+
     #[test]
     fn quantities() {
         for ok in ["1", "5m", "16Mi", "0.5", "1e3", "1.5Gi", "100k"] {
