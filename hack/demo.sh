@@ -103,6 +103,7 @@ sidecar:
   imagePullPolicy: Never
 region: us-east-1
 stsEndpoint: ${sts}
+allowHttpStsEndpoint: true
 EOF
 show "cat config.yaml"; cat "${work}/config.yaml"
 hook_port=$(free_port)

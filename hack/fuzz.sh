@@ -27,7 +27,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 
-targets=(admission_review annotations sts_response token credential_files)
+targets=(admission_review annotations sts_url sts_response token credential_files)
 seconds="${FUZZ_SECONDS:-60}"
 if [[ $# -ge 1 ]]; then targets=("$1"); fi
 if [[ $# -ge 2 ]]; then seconds="$2"; fi

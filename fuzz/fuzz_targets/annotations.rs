@@ -2,7 +2,8 @@
 //! ServiceAccount annotations made of the input, then, for an opted-in pod,
 //! the sidecar configuration derived from them: it must pass the sidecar's
 //! own validation (what the webhook accepts, the sidecar must start with),
-//! and its command line must parse back to the same configuration.
+//! its STS endpoint must be one the URL check accepts, and its command line
+//! must parse back to the same configuration.
 //!
 //! Input lines: `<selector byte><value>`; the selector's low bit picks the
 //! pod or the ServiceAccount, the rest the annotation.
@@ -41,6 +42,15 @@ fuzz_target!(|data: &[u8]| {
     // The webhook denies what the sidecar would refuse.
     if spec.check(&config, &pod, &sa).is_err() {
         return;
+    }
+    // Whatever endpoint is admitted is https (or http to loopback), with a
+    // host, under the cluster's default of no plain HTTP.
+    if let Some(endpoint) = &config.sts_endpoint {
+        assert!(
+            tempcreds_core::sts_url::check_sts_url(endpoint, false).is_ok(),
+            "admitted sts-endpoint {endpoint:?}"
+        );
+        assert!(!config.allow_http_sts_endpoint);
     }
     let args = config.to_args();
     let parsed = Cli::try_parse_from(std::iter::once("sidecar".to_owned()).chain(args.clone()))

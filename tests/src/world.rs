@@ -73,7 +73,7 @@ impl World {
         let moto = Moto::start_on(&node.gateway);
         let image = sidecar_image(&node);
         let config = format!(
-            "sidecar:\n  image: {image}\n  imagePullPolicy: Never\n{sidecar_yaml}region: us-east-1\nstsEndpoint: {}\n",
+            "sidecar:\n  image: {image}\n  imagePullPolicy: Never\n{sidecar_yaml}region: us-east-1\nstsEndpoint: {}\nallowHttpStsEndpoint: true\n",
             moto.url()
         );
         let hook = Webhook::start(node.control_plane(), &config);

@@ -19,6 +19,7 @@ use crate::sts::{
     self, CHAINED_SESSION_MAX, ExternalId, MAX_POLICY_ARNS, SessionName, SessionTag,
     SourceIdentity, StsCall,
 };
+use crate::sts_url::{StsUrlError, check_sts_url};
 
 /// Where the sidecar's first credentials come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, serde::Deserialize)]
@@ -113,6 +114,63 @@ impl FromStr for Delivery {
                 format!("{s:?} is not a delivery mode; accepted: file, process, endpoint")
             })
     }
+}
+
+/// `s` quoted and escaped for a message (`"a\nb"`), at most about 100
+/// characters of escaped text: a value may be hostile or huge.
+pub fn quoted(s: &str) -> String {
+    const MAX: usize = 100;
+    let full = format!("{s:?}");
+    if full.chars().count() <= MAX + 2 {
+        return full;
+    }
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        let escaped: String = c.escape_debug().collect();
+        if out.chars().count() + escaped.chars().count() > MAX {
+            break;
+        }
+        out.push_str(&escaped);
+    }
+    format!("{out}\"... ({} characters)", s.chars().count())
+}
+
+/// The shortest `--refresh-before` accepted.
+pub const MIN_REFRESH_BEFORE: Duration = Duration::from_secs(60);
+/// AWS SDKs refresh credentials with less than this left (botocore's
+/// advisory window); a shorter `--refresh-before` gets a warning.
+pub const SDK_REFRESH_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The longest profile name accepted.
+pub const MAX_PROFILE_CHARS: usize = 64;
+
+/// Whether `s` is a usable profile name: 1 to [`MAX_PROFILE_CHARS`] ASCII
+/// letters, digits, `-`, `_` and `.` (it becomes an INI section header and
+/// `AWS_PROFILE`).
+pub fn is_profile_name(s: &str) -> bool {
+    (1..=MAX_PROFILE_CHARS).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Whether `s` has the shape of an AWS region name: a lower-case prefix of
+/// 2 to 4 letters, one or more `-` parts of lower-case letters and digits,
+/// and a `-` number (`eu-west-1`, `us-gov-west-1`, `cn-north-1`,
+/// `eusc-de-east-1`); at most 50 characters.
+pub fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let lower_alnum = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    s.len() <= 50
+        && parts.len() >= 3
+        && (2..=4).contains(&parts[0].len())
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..parts.len() - 1].iter().all(|p| lower_alnum(p))
+        && parts
+            .last()
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -215,9 +273,16 @@ pub struct SidecarConfig {
     #[arg(long, env = "TEMPCREDS_REGION", value_name = "REGION")]
     pub region: Option<String>,
 
-    /// A custom STS endpoint URL (VPC endpoints, tests).
+    /// A custom STS endpoint URL (VPC endpoints, tests): https://HOST[:PORT],
+    /// or http:// to a loopback address.
     #[arg(long, env = "TEMPCREDS_STS_ENDPOINT", value_name = "URL")]
     pub sts_endpoint: Option<String>,
+
+    /// Accept a plain http:// `--sts-endpoint` to a host that is not
+    /// loopback (test setups only: the web-identity token and the signed
+    /// requests then cross the network unencrypted).
+    #[arg(long, env = "TEMPCREDS_ALLOW_HTTP_STS_ENDPOINT")]
+    pub allow_http_sts_endpoint: bool,
 
     /// Where the credential files are written.
     #[arg(long, env = "TEMPCREDS_OUTPUT_DIR", value_name = "DIR", default_value = paths::OUTPUT_DIR)]
@@ -279,6 +344,7 @@ impl SidecarConfig {
             transitive_tag_keys: Vec::new(),
             region: None,
             sts_endpoint: None,
+            allow_http_sts_endpoint: false,
             output_dir: PathBuf::from(paths::OUTPUT_DIR),
             profile: "default".to_owned(),
             refresh_before: None,
@@ -444,39 +510,53 @@ impl SidecarConfig {
         {
             err("session-tag", e);
         }
-        if self.profile.is_empty()
-            || self
-                .profile
-                .chars()
-                .any(|c| c.is_whitespace() || c == '[' || c == ']')
-        {
+        if !is_profile_name(&self.profile) {
             err(
                 "profile",
                 format!(
-                    "{:?} is not a usable profile name; use letters, digits, - and _",
-                    self.profile
+                    "{} is not a usable profile name; accepted: 1 to {MAX_PROFILE_CHARS} letters, digits, '-', '_' and '.'",
+                    quoted(&self.profile)
                 ),
             );
         }
-        if let Some(region) = &self.region {
-            let ok = !region.is_empty()
-                && region
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !ok {
+        if let Some(region) = &self.region
+            && !is_region(region)
+        {
+            err(
+                "region",
+                format!(
+                    "{} is not a region name such as eu-west-1 or us-gov-west-1",
+                    quoted(region)
+                ),
+            );
+        }
+        for tag in &self.session_tags {
+            if let Some(c) = tag
+                .key
+                .chars()
+                .chain(tag.value.chars())
+                .find(|c| c.is_control())
+            {
                 err(
-                    "region",
-                    format!("{region:?} is not a region name such as eu-west-1"),
+                    "session-tag",
+                    format!(
+                        "{} contains the control character {c:?}; STS accepts in tags only letters, digits, \
+                         spaces and _ . : / = + - @",
+                        quoted(&tag.to_string())
+                    ),
                 );
             }
         }
         if let Some(endpoint) = &self.sts_endpoint
-            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+            && let Err(e) = check_sts_url(endpoint, self.allow_http_sts_endpoint)
         {
-            err(
-                "sts-endpoint",
-                format!("{endpoint:?} is not a URL; expected https://HOST[:PORT]"),
-            );
+            let hint = match e {
+                StsUrlError::PlainHttp { .. } => {
+                    "; --allow-http-sts-endpoint allows it (test setups only)"
+                }
+                StsUrlError::Invalid(_) => "",
+            };
+            err("sts-endpoint", format!("{} {e}{hint}", quoted(endpoint)));
         }
         if let (Some(role), Some(region)) = (&self.role_arn, &self.region) {
             let want = crate::arn::Partition::of_region(region);
@@ -498,6 +578,38 @@ impl SidecarConfig {
                      of the pod shares"
                 ),
             );
+        }
+        if let Some(before) = self.refresh_before {
+            if before < MIN_REFRESH_BEFORE {
+                err(
+                    "refresh-before",
+                    format!(
+                        "{} is too short: credentials would be renewed only as they expire, and apps would \
+                         get expired ones while STS answers; accepted: 1m or more, and less than the session duration",
+                        format_duration(before)
+                    ),
+                );
+            } else if before < SDK_REFRESH_WINDOW {
+                warnings.push(format!(
+                    "--refresh-before {}: AWS SDKs refresh credentials with less than 15m left, so between then and \
+                     the sidecar's refresh they fetch the same credentials again on every call (endpoint and \
+                     process delivery); 15m or more avoids that",
+                    format_duration(before)
+                ));
+            }
+        }
+        if self.source == Source::Ambient
+            && self.chain_role_arns.is_empty()
+            && let Some(d) = self.session_duration
+            && d > CHAINED_SESSION_MAX
+            && call.check_duration(d).is_ok()
+        {
+            warnings.push(format!(
+                "--session-duration {}: with --source ambient the sidecar's own credentials may be a role's \
+                 (a node role, EKS Pod Identity); STS then treats the AssumeRole as role chaining and refuses \
+                 durations above 1h. If they are, request 1h or less",
+                format_duration(d)
+            ));
         }
         if let (Some(before), Some(d)) = (self.refresh_before, self.session_duration)
             && before >= d
@@ -598,6 +710,9 @@ impl SidecarConfig {
         if let Some(v) = self.endpoint_addr {
             push("endpoint-addr", v.to_string());
         }
+        if self.allow_http_sts_endpoint {
+            args.push("--allow-http-sts-endpoint".to_owned());
+        }
         args
     }
 }
@@ -637,7 +752,8 @@ mod tests {
         c.pod_name_tag_key = Some("kubernetes-pod-name".into());
         c.transitive_tag_keys = vec!["team".into()];
         c.region = Some("eu-west-1".into());
-        c.sts_endpoint = Some("http://127.0.0.1:5000".into());
+        c.sts_endpoint = Some("http://10.0.0.1:5000".into());
+        c.allow_http_sts_endpoint = true;
         c.output_dir = "/out".into();
         c.profile = "app".into();
         c.refresh_before = Some(Duration::from_secs(600));

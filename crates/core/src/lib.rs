@@ -15,6 +15,7 @@ pub mod duration;
 pub mod paths;
 pub mod spec;
 pub mod sts;
+pub mod sts_url;
 
 pub use arn::{Partition, PolicyArn, RoleArn};
 pub use config::{ConfigError, Delivery, SidecarConfig, Source};

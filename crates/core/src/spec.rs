@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use crate::annotations as a;
 use crate::arn::{PolicyArn, RoleArn};
-use crate::config::{ConfigError, Delivery, SidecarConfig, Source};
+use crate::config::{ConfigError, Delivery, SidecarConfig, Source, quoted};
 use crate::duration::parse_duration;
 use crate::paths;
 use crate::sts::{self, ExternalId, SessionName, SessionTag, SourceIdentity};
+use crate::sts_url::{self, StsUrlError};
 
 /// Annotations as Kubernetes stores them.
 pub type Annotations = BTreeMap<String, String>;
@@ -33,6 +34,12 @@ pub type Annotations = BTreeMap<String, String>;
 pub const MIN_TOKEN_EXPIRATION_SECS: u64 = 600;
 /// The longest projected-token lifetime the API server accepts (2^32 s).
 pub const MAX_TOKEN_EXPIRATION_SECS: u64 = 1 << 32;
+/// The longest value of any `tempcreds.io/` annotation, in bytes: room for
+/// the longest lists STS accepts (10 policy ARNs, 50 session tags), far
+/// below the API server's 256 KiB for all annotations together.
+pub const MAX_ANNOTATION_BYTES: usize = 32 * 1024;
+/// The longest `tempcreds.io/token-audience`, in characters.
+pub const MAX_TOKEN_AUDIENCE_CHARS: usize = 256;
 
 /// Where an annotation's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +67,7 @@ impl fmt::Display for AnnotationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
             Some(v) => {
-                write!(f, "annotation {}={v:?}", self.annotation)?;
+                write!(f, "annotation {}={}", self.annotation, quoted(v))?;
                 if self.origin == Origin::ServiceAccount {
                     f.write_str(" (from the ServiceAccount)")?;
                 }
@@ -209,6 +216,9 @@ pub struct ClusterDefaults {
     pub region: Option<String>,
     /// STS endpoint used when no annotation names one.
     pub sts_endpoint: Option<String>,
+    /// Whether a plain `http://` STS endpoint to a host that is not loopback
+    /// is accepted (test clusters only).
+    pub allow_http_sts_endpoint: bool,
     /// Port of the sidecar's health endpoints.
     pub health_port: u16,
     /// Delivery mode used when no annotation names one.
@@ -223,6 +233,7 @@ impl Default for ClusterDefaults {
         ClusterDefaults {
             region: None,
             sts_endpoint: None,
+            allow_http_sts_endpoint: false,
             health_port: paths::DEFAULT_HEALTH_PORT,
             delivery: Delivery::File,
             endpoint_port: paths::DEFAULT_ENDPOINT_PORT,
@@ -263,17 +274,44 @@ struct Parser<'a> {
     errors: Vec<AnnotationError>,
 }
 
+/// `message` with long quoted copies of `value` (or of an item of its
+/// list) cut as [`quoted`] cuts them, and at most [`MAX_MESSAGE_CHARS`]
+/// characters: an error about a huge or hostile value stays readable.
+fn bounded(message: String, value: Option<&str>) -> String {
+    let mut message = message;
+    if let Some(value) = value {
+        for part in std::iter::once(value)
+            .chain(value.split(','))
+            .chain(split_list(value))
+        {
+            let full = format!("{part:?}");
+            if full.chars().count() > 102 && message.contains(&full) {
+                message = message.replace(&full, &quoted(part));
+            }
+        }
+    }
+    if message.chars().count() > MAX_MESSAGE_CHARS {
+        let cut: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+        message = format!("{cut}... (message cut)");
+    }
+    message
+}
+
+/// The longest message of an [`AnnotationError`], in characters.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
 impl<'a> Parser<'a> {
     fn err(&mut self, annotation: &'static str, message: impl Into<String>) {
         let (value, origin) = match self.merged.get(annotation) {
             Some((v, o)) => (Some(v.to_owned()), o),
             None => (None, Origin::Pod),
         };
+        let message = bounded(message.into(), value.as_deref());
         self.errors.push(AnnotationError {
             annotation,
             value,
             origin,
-            message: message.into(),
+            message,
         });
     }
 
@@ -347,14 +385,21 @@ pub fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
-/// Whether `s` is a valid key of a Secret's data.
-fn is_secret_key(s: &str) -> bool {
+/// Whether `s` is a valid key of a Secret's data (`[-._a-zA-Z0-9]+`, at
+/// most 253, not `.`, `..` nor starting with `..`: the kubelet keeps its
+/// own `..data` and `..TIMESTAMP` entries in a Secret volume).
+pub fn is_secret_key(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s != "."
-        && s != ".."
+        && !s.starts_with("..")
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
+/// The first control character (`\n`, `\t`, ...) of `s`, if any.
+pub fn control_char(s: &str) -> Option<char> {
+    s.chars().find(|c| c.is_control())
 }
 
 /// Whether `s` is a valid container name (DNS label).
@@ -394,6 +439,24 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         return Ok(Decision::NotRequested);
     }
 
+    // Sizes first: a huge value is reported once, cut, and not parsed.
+    for annotation in a::USER_ANNOTATIONS {
+        if let Some((v, _)) = p.merged.get(annotation)
+            && v.len() > MAX_ANNOTATION_BYTES
+        {
+            p.err(
+                annotation,
+                format!(
+                    "is {} bytes long; tempcreds accepts at most {MAX_ANNOTATION_BYTES} bytes in an annotation",
+                    v.len()
+                ),
+            );
+        }
+    }
+    if !p.errors.is_empty() {
+        return Err(p.errors);
+    }
+
     let mut warnings = Vec::new();
     let role_arn: Option<RoleArn> = p.one(a::ROLE_ARN);
     let chain_role_arns: Vec<RoleArn> = p.list(a::CHAIN_ROLE_ARNS);
@@ -413,7 +476,8 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         if !is_secret_key(&key) {
             p.err(
                 annotation,
-                "is not a Secret key; accepted: letters, digits, '-', '_' and '.'",
+                "is not a Secret key; accepted: letters, digits, '-', '_' and '.', at most 253, \
+                 not \".\" and not starting with \"..\"",
             );
         }
         key
@@ -509,6 +573,15 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
                     format!(
                         "tag {:?} has an empty value; give it a value or remove it",
                         key.trim()
+                    ),
+                ),
+                Some((key, value)) if control_char(item).is_some() => p.err(
+                    a::SESSION_TAGS,
+                    format!(
+                        "tag {} contains the control character {:?}; STS accepts in tags only \
+                         letters, digits, spaces and _ . : / = + - @",
+                        quoted(&format!("{}={}", key.trim(), value.trim())),
+                        control_char(item).unwrap_or_default()
                     ),
                 ),
                 Some((key, value)) => match SessionTag::new(key.trim(), value.trim()) {
@@ -642,6 +715,19 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
                 a::DEFAULT_TOKEN_AUDIENCE
             ),
         );
+    } else if token_audience.chars().count() > MAX_TOKEN_AUDIENCE_CHARS
+        || token_audience
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        p.err(
+            a::TOKEN_AUDIENCE,
+            format!(
+                "is not an audience; accepted: 1 to {MAX_TOKEN_AUDIENCE_CHARS} characters without spaces \
+                 or control characters, usually {}",
+                a::DEFAULT_TOKEN_AUDIENCE
+            ),
+        );
     }
     let token_expiration_secs = match p.duration(a::TOKEN_EXPIRATION) {
         None => a::DEFAULT_TOKEN_EXPIRATION_SECS,
@@ -751,6 +837,9 @@ fn flags_to_annotations(message: &str) -> String {
         let flag = &after[..len];
         match annotation_for_flag(flag) {
             Some(ann) => out.push_str(ann),
+            None if flag == "allow-http-sts-endpoint" => {
+                out.push_str("allowHttpStsEndpoint in the webhook's config");
+            }
             None => {
                 out.push_str("--");
                 out.push_str(flag);
@@ -816,6 +905,15 @@ impl InjectionSpec {
             .sts_endpoint
             .clone()
             .or_else(|| defaults.sts_endpoint.clone());
+        // The sidecar is told to accept plain HTTP only when the operator
+        // allows it and this endpoint needs it.
+        c.allow_http_sts_endpoint = defaults.allow_http_sts_endpoint
+            && c.sts_endpoint.as_deref().is_some_and(|e| {
+                matches!(
+                    sts_url::check_sts_url(e, false),
+                    Err(StsUrlError::PlainHttp { .. })
+                )
+            });
         c.profile = self.profile.clone();
         c.refresh_before = self.refresh_before;
         c.health_addr = SocketAddr::from(([0, 0, 0, 0], defaults.health_port));
@@ -860,6 +958,7 @@ fn config_error_to_annotation(e: &ConfigError, merged: &Merged<'_>) -> Annotatio
     if annotation_for_flag(e.flag).is_none() {
         message = format!("sidecar option --{}: {message}", e.flag);
     }
+    let message = bounded(message, value.as_deref());
     AnnotationError {
         annotation,
         value,
@@ -1147,6 +1246,169 @@ mod tests {
                 e.len() == 1 && e[0].contains("tempcreds.io/session-tags") && e[0].contains(needle),
                 "{tags}: {e:?}"
             );
+        }
+    }
+
+    /// The sidecar's validation errors under the annotations, for an
+    /// opted-in pod whose annotations `resolve` accepts.
+    fn check_errors(pod: &[(&str, &str)]) -> Vec<String> {
+        let pod = ann(pod);
+        let none = ann(&[]);
+        let s = match resolve(&pod, &none) {
+            Ok(Decision::Inject(s)) => s,
+            Err(e) => return e.iter().map(ToString::to_string).collect(),
+            other => panic!("{other:?}"),
+        };
+        let c = s.sidecar_config(&ClusterDefaults::default(), POD);
+        match s.check(&c, &pod, &none) {
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+            Ok(w) => panic!("accepted, warnings {w:?}"),
+        }
+    }
+
+    /// Issue 12, item 8: each of these was admitted without a word.
+    #[test]
+    fn what_issue_12_found_in_annotations_is_refused_naming_annotation_and_value() {
+        let big = "a".repeat(64 * 1024);
+        for (pod, want) in [
+            (
+                vec![(a::REGION, "---")],
+                "annotation tempcreds.io/region=\"---\": \"---\" is not a region name such as eu-west-1 or us-gov-west-1",
+            ),
+            (
+                vec![
+                    (a::SECRET_NAME, "keys"),
+                    (a::SECRET_ACCESS_KEY_ID_KEY, "..data"),
+                ],
+                "annotation tempcreds.io/secret-access-key-id-key=\"..data\": is not a Secret key; accepted: \
+                 letters, digits, '-', '_' and '.', at most 253, not \".\" and not starting with \"..\"",
+            ),
+            (
+                vec![(a::REFRESH_BEFORE, "0")],
+                "annotation tempcreds.io/refresh-before=\"0\": 0s is too short: credentials would be renewed only \
+                 as they expire, and apps would get expired ones while STS answers; accepted: 1m or more, and \
+                 less than the session duration",
+            ),
+            (
+                vec![(a::SOURCE, "ambient"), (a::SESSION_TAGS, "team=a\nb")],
+                "annotation tempcreds.io/session-tags=\"team=a\\nb\": tag \"team=a\\nb\" contains the control \
+                 character '\\n'; STS accepts in tags only letters, digits, spaces and _ . : / = + - @",
+            ),
+            (
+                vec![(a::SOURCE, "ambient"), (a::SESSION_TAGS, "team=a\tb")],
+                "contains the control character '\\t'",
+            ),
+            (
+                vec![(a::TOKEN_AUDIENCE, big.as_str())],
+                "annotation tempcreds.io/token-audience=\"aaaaaaaaaa",
+            ),
+            (
+                vec![(a::PROFILE, big.as_str())],
+                "(65536 characters): is 65536 bytes long; tempcreds accepts at most 32768 bytes in an annotation",
+            ),
+            (
+                vec![(a::PROFILE, "a b")],
+                "annotation tempcreds.io/profile=\"a b\": \"a b\" is not a usable profile name; accepted: 1 to 64 \
+                 letters, digits, '-', '_' and '.'",
+            ),
+            (
+                vec![(a::PROFILE, &big[..65])],
+                "is not a usable profile name",
+            ),
+            (
+                vec![(a::TOKEN_AUDIENCE, "sts.amazonaws.com extra")],
+                "annotation tempcreds.io/token-audience=\"sts.amazonaws.com extra\": is not an audience; accepted: \
+                 1 to 256 characters without spaces or control characters, usually sts.amazonaws.com",
+            ),
+            (
+                vec![(a::STS_ENDPOINT, "http://sts.example.com")],
+                "annotation tempcreds.io/sts-endpoint=\"http://sts.example.com\": \"http://sts.example.com\" is plain \
+                 http:// to sts.example.com, which would send the pod's web-identity token and signed requests \
+                 unencrypted; use https:// (plain http:// is accepted only to a loopback address such as \
+                 127.0.0.1, unless the cluster operator allows it); allowHttpStsEndpoint in the webhook's \
+                 config allows it (test setups only)",
+            ),
+            (
+                vec![(a::STS_ENDPOINT, "https://exa mple.com")],
+                "annotation tempcreds.io/sts-endpoint=\"https://exa mple.com\": \"https://exa mple.com\" contains \
+                 the character ' '; a URL has no whitespace or control characters; expected https://HOST[:PORT][/PATH]",
+            ),
+            (
+                vec![(a::STS_ENDPOINT, "http://169.254.169.254/latest/meta-data")],
+                "a link-local address (the instance metadata service lives there), not at STS",
+            ),
+        ] {
+            let mut pod = pod;
+            pod.push((a::ROLE_ARN, ROLE));
+            let errs = check_errors(&pod);
+            assert!(
+                errs.len() == 1 && errs[0].contains(want),
+                "{pod:.80?}:\n{errs:#?}\nwanted {want}"
+            );
+            assert!(errs[0].len() < 2048, "message of {} bytes", errs[0].len());
+        }
+    }
+
+    #[test]
+    fn plain_http_sts_endpoints_need_the_cluster_setting() {
+        let pod = ann(&[
+            (a::ROLE_ARN, ROLE),
+            (a::STS_ENDPOINT, "http://10.0.0.1:5000"),
+        ]);
+        let none = ann(&[]);
+        let Ok(Decision::Inject(s)) = resolve(&pod, &none) else {
+            panic!()
+        };
+        let allow = ClusterDefaults {
+            allow_http_sts_endpoint: true,
+            ..ClusterDefaults::default()
+        };
+        let c = s.sidecar_config(&allow, POD);
+        assert!(c.allow_http_sts_endpoint);
+        assert!(
+            c.to_args()
+                .contains(&"--allow-http-sts-endpoint".to_owned())
+        );
+        assert_eq!(s.check(&c, &pod, &none), Ok(vec![]));
+        // Loopback needs no setting, and gets no flag.
+        let pod = ann(&[
+            (a::ROLE_ARN, ROLE),
+            (a::STS_ENDPOINT, "http://127.0.0.1:5000"),
+        ]);
+        let Ok(Decision::Inject(s)) = resolve(&pod, &none) else {
+            panic!()
+        };
+        let c = s.sidecar_config(&allow, POD);
+        assert!(!c.allow_http_sts_endpoint);
+        let c = s.sidecar_config(&ClusterDefaults::default(), POD);
+        assert_eq!(s.check(&c, &pod, &none), Ok(vec![]));
+    }
+
+    proptest! {
+        /// However long or strange a value, a message quotes at most a
+        /// bounded part of it.
+        #[test]
+        fn messages_stay_short_whatever_the_value(
+            key in 0..a::USER_ANNOTATIONS.len(),
+            unit in "\\PC{1,3}",
+            repeat in prop_oneof![1usize..50, 1000usize..12000],
+        ) {
+            let value = unit.repeat(repeat);
+            let mut pod = Annotations::new();
+            pod.insert(a::ROLE_ARN.into(), ROLE.into());
+            pod.insert(a::USER_ANNOTATIONS[key].to_owned(), value.clone());
+            let errors = match resolve(&pod, &Annotations::new()) {
+                Err(e) => e,
+                Ok(Decision::Inject(s)) => {
+                    let c = s.sidecar_config(&ClusterDefaults::default(), POD);
+                    s.check(&c, &pod, &Annotations::new()).err().unwrap_or_default()
+                }
+                Ok(_) => Vec::new(),
+            };
+            for e in errors {
+                let text = e.to_string();
+                prop_assert!(text.chars().count() <= 1400, "{} characters: {:.300}", text.chars().count(), text);
+            }
         }
     }
 

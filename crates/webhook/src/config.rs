@@ -12,8 +12,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 use tempcreds_core::Delivery;
+use tempcreds_core::config::{is_region, quoted};
 use tempcreds_core::paths;
 use tempcreds_core::spec::ClusterDefaults;
+use tempcreds_core::sts_url::{StsUrlError, check_sts_url};
 
 use crate::policy::Policy;
 
@@ -33,6 +35,12 @@ pub struct ClusterConfig {
     /// STS endpoint used when neither the pod nor its ServiceAccount names one.
     #[serde(default)]
     pub sts_endpoint: Option<String>,
+    /// Accept plain `http://` STS endpoints (this field and
+    /// `tempcreds.io/sts-endpoint`) to hosts that are not loopback. Test
+    /// clusters only (moto): the web-identity token and the signed requests
+    /// then cross the network unencrypted.
+    #[serde(default)]
+    pub allow_http_sts_endpoint: bool,
     /// `sizeLimit` of the memory-backed volume holding the credentials.
     #[serde(default = "default_volume_size_limit")]
     pub volume_size_limit: Quantity,
@@ -214,6 +222,7 @@ impl ClusterConfig {
             },
             region: None,
             sts_endpoint: None,
+            allow_http_sts_endpoint: false,
             volume_size_limit: default_volume_size_limit(),
             delivery: Delivery::default(),
             policy: Policy::default(),
@@ -291,23 +300,24 @@ impl ClusterConfig {
                 self.volume_size_limit.0
             ));
         }
-        if let Some(region) = &self.region {
-            let ok = !region.is_empty()
-                && region
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !ok {
-                errors.push(format!(
-                    "region: {region:?} is not a region name such as eu-west-1"
-                ));
-            }
-        }
-        if let Some(endpoint) = &self.sts_endpoint
-            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        if let Some(region) = &self.region
+            && !is_region(region)
         {
             errors.push(format!(
-                "stsEndpoint: {endpoint:?} is not a URL; expected https://HOST[:PORT]"
+                "region: {} is not a region name such as eu-west-1 or us-gov-west-1",
+                quoted(region)
             ));
+        }
+        if let Some(endpoint) = &self.sts_endpoint
+            && let Err(e) = check_sts_url(endpoint, self.allow_http_sts_endpoint)
+        {
+            let hint = match e {
+                StsUrlError::PlainHttp { .. } => {
+                    "; allowHttpStsEndpoint: true allows it (test clusters only)"
+                }
+                StsUrlError::Invalid(_) => "",
+            };
+            errors.push(format!("stsEndpoint: {} {e}{hint}", quoted(endpoint)));
         }
         errors.extend(self.policy.validate());
         if errors.is_empty() {
@@ -322,6 +332,7 @@ impl ClusterConfig {
         ClusterDefaults {
             region: self.region.clone(),
             sts_endpoint: self.sts_endpoint.clone(),
+            allow_http_sts_endpoint: self.allow_http_sts_endpoint,
             health_port: self.sidecar.health_port,
             delivery: self.delivery,
             endpoint_port: self.sidecar.endpoint_port,
@@ -401,6 +412,49 @@ region: "eu-west-1"
             .unwrap_err()
             .to_string();
         assert!(e.contains("sidecar.endpointPort"), "{e}");
+    }
+
+    /// Issue 12: the cluster default took any http:// URL and any run of
+    /// letters, digits and dashes as a region.
+    #[test]
+    fn sts_endpoint_and_region_follow_the_annotation_rules() {
+        let e = ClusterConfig::from_yaml(
+            "sidecar: {image: x}\nregion: '---'\nstsEndpoint: http://sts.internal:5000",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "invalid config: region: \"---\" is not a region name such as eu-west-1 or us-gov-west-1; \
+             stsEndpoint: \"http://sts.internal:5000\" is plain http:// to sts.internal, which would send the \
+             pod's web-identity token and signed requests unencrypted; use https:// (plain http:// is \
+             accepted only to a loopback address such as 127.0.0.1, unless the cluster operator allows it); \
+             allowHttpStsEndpoint: true allows it (test clusters only)"
+        );
+        let c = ClusterConfig::from_yaml(
+            "sidecar: {image: x}\nstsEndpoint: http://sts.internal:5000\nallowHttpStsEndpoint: true",
+        )
+        .unwrap();
+        assert!(c.defaults().allow_http_sts_endpoint);
+        for bad in [
+            "http://169.254.169.254",
+            "https://exa mple.com",
+            "https://",
+            "https://u:p@sts.example.com",
+        ] {
+            let e = ClusterConfig::from_yaml(&format!(
+                "sidecar: {{image: x}}\nstsEndpoint: '{bad}'\nallowHttpStsEndpoint: true"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("stsEndpoint: "), "{bad}: {e}");
+        }
+        for ok in [
+            "https://sts.eu-west-1.amazonaws.com",
+            "http://127.0.0.1:5000",
+        ] {
+            ClusterConfig::from_yaml(&format!("sidecar: {{image: x}}\nstsEndpoint: {ok}")).unwrap();
+        }
     }
 
     #[test]

@@ -166,7 +166,8 @@ spec:
   containers: [{{name: app, image: app}}]
 "#
         );
-        let config = ClusterConfig::with_image("img");
+        let mut config = ClusterConfig::with_image("img");
+        config.region = Some("eu-west-1".into());
         let sa = Annotations::new();
         let (out, warnings) = inject(&input, &config, &sa, "default").unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 use tempcreds_core::annotations as a;
+use tempcreds_core::config::quoted;
 use tempcreds_core::paths;
 use tempcreds_core::spec::{self, Annotations, Decision, InjectionSpec, PodRef};
 use tempcreds_core::{Delivery, SidecarConfig, Source};
@@ -119,6 +120,41 @@ pub fn tempcreds_annotations(pod: &Value) -> Annotations {
         .unwrap_or_default()
 }
 
+/// The `tempcreds.io/` annotations whose value is not a string, described.
+/// The API server only stores strings, but `tempcreds-webhook inject` reads
+/// YAML, where an unquoted `true` or `1e3` is a boolean or a number: such an
+/// annotation must not be silently ignored (nor would `kubectl apply` take it).
+fn non_string_annotations(pod: &Value) -> Option<String> {
+    let problems: Vec<String> = pod["metadata"]["annotations"]
+        .as_object()?
+        .iter()
+        .filter(|(k, v)| k.starts_with(a::PREFIX) && !v.is_string())
+        .map(|(k, v)| {
+            let kind = match v {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::Array(_) => "a list",
+                Value::Object(_) => "a map",
+                Value::String(_) => "a string",
+            };
+            let text = v.to_string();
+            let text = if text.chars().count() > 100 {
+                text.chars().take(100).collect::<String>() + "..."
+            } else {
+                text
+            };
+            let k = quoted(k);
+            let k = k.trim_matches('"');
+            format!(
+                "annotation {k}: YAML reads the value as {kind} ({text}), not a string; annotation values \
+                 are strings: quote it ({k}: \"...\")"
+            )
+        })
+        .collect();
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
 /// Names of the containers in `list` (`spec.containers`, ...).
 fn names<'a>(spec: &'a Value, list: &str) -> impl Iterator<Item = &'a str> {
     spec[list]
@@ -128,16 +164,100 @@ fn names<'a>(spec: &'a Value, list: &str) -> impl Iterator<Item = &'a str> {
         .filter_map(|c| c["name"].as_str())
 }
 
-/// Whether the pod was injected already: the marker names a container that
-/// is still there (a copied marker without the sidecar injects again).
-fn already_injected(pod: &Value) -> bool {
-    let Some(marker) = pod["metadata"]["annotations"][a::INJECTED].as_str() else {
-        return false;
+/// The container lists of a pod spec, in the order the kubelet starts them
+/// (ephemeral containers last: they are added to a running pod).
+const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
+
+/// What the `tempcreds.io/injected` marker says about the pod.
+#[derive(Debug, PartialEq, Eq)]
+enum Marker {
+    /// No marker, or one naming no container of the pod (a copied manifest
+    /// without the sidecar): inject.
+    Absent,
+    /// The marker names a container that is a tempcreds sidecar: the pod
+    /// was injected already (reinvocation, a re-applied `inject` output).
+    Injected,
+    /// The marker names a container that is not a tempcreds sidecar: the
+    /// pod's author set it; the message says why it is refused.
+    Forged(String),
+}
+
+/// Reads the `tempcreds.io/injected` marker. The webhook writes it naming
+/// the sidecar it injects; a pod only counts as injected when that
+/// container is there in the shape the webhook gives it: it runs
+/// `tempcreds-sidecar run` (`args[0]` is `run`) and mounts, at
+/// `/var/run/tempcreds`, an in-memory `emptyDir` of `spec.volumes`. The
+/// marker never skips the annotation checks or the policy: [`mutate`] runs
+/// them first, on every pass.
+fn marker(pod: &Value) -> Marker {
+    let Some(value) = pod["metadata"]["annotations"].get(a::INJECTED) else {
+        return Marker::Absent;
+    };
+    let Some(name) = value.as_str() else {
+        return Marker::Forged(format!(
+            "annotation {}: is not a string; it is written by the webhook on the pods it injects \
+             (naming the sidecar container); remove it",
+            a::INJECTED
+        ));
     };
     let spec = &pod["spec"];
-    names(spec, "initContainers")
-        .chain(names(spec, "containers"))
-        .any(|n| n == marker)
+    let Some(container) = CONTAINER_LISTS
+        .iter()
+        .flat_map(|list| spec[*list].as_array().into_iter().flatten())
+        .find(|c| c["name"].as_str() == Some(name))
+    else {
+        return Marker::Absent;
+    };
+    let memory_volumes: BTreeSet<&str> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["emptyDir"]["medium"] == "Memory")
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let runs_sidecar = container["args"][0] == "run";
+    let mounts_credentials = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| {
+            m["mountPath"].as_str().map(normalize_mount_path).as_deref() == Some(paths::OUTPUT_DIR)
+                && m["name"]
+                    .as_str()
+                    .is_some_and(|n| memory_volumes.contains(n))
+                && m["readOnly"] != true
+        });
+    let in_ephemeral = names(spec, "ephemeralContainers").any(|n| n == name);
+    if runs_sidecar && mounts_credentials && !in_ephemeral {
+        Marker::Injected
+    } else {
+        Marker::Forged(format!(
+            "annotation {}={}: is written by the webhook on the pods it injects, naming the sidecar \
+             container, but container {} is not a tempcreds sidecar (it does not run \
+             `tempcreds-sidecar run` with the in-memory credentials volume at {}); remove the \
+             annotation and let the webhook inject the pod",
+            a::INJECTED,
+            quoted(name),
+            quoted(name),
+            paths::OUTPUT_DIR
+        ))
+    }
+}
+
+/// A mount path as the kubelet sees it: repeated `/` collapsed, `.`
+/// segments and a trailing `/` dropped (`/var/run//tempcreds/.` is
+/// `/var/run/tempcreds`).
+pub fn normalize_mount_path(path: &str) -> String {
+    let segments: Vec<&str> = path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    let joined = segments.join("/");
+    if path.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    }
 }
 
 /// `base`, or `base-2`, `base-3`, ... : the first not in `taken`.
@@ -153,8 +273,11 @@ fn unique_name(base: &str, taken: &BTreeSet<&str>) -> String {
 
 /// Decides and builds the mutation of `pod`.
 pub fn mutate(pod: &Value, ctx: &Context<'_>, config: &ClusterConfig) -> Outcome {
-    if !pod.is_object() || already_injected(pod) {
+    if !pod.is_object() {
         return Outcome::NotForUs;
+    }
+    if let Some(message) = non_string_annotations(pod) {
+        return Outcome::Deny(format!("tempcreds: {message}"));
     }
     let pod_annotations = tempcreds_annotations(pod);
     let sa = ctx.service_account_annotations;
@@ -174,11 +297,27 @@ pub fn mutate(pod: &Value, ctx: &Context<'_>, config: &ClusterConfig) -> Outcome
         Ok(w) => w,
         Err(errors) => return deny(&errors),
     };
+    if sidecar_config.region.is_none() {
+        // Admitted: on EC2 the sidecar finds the region in instance
+        // metadata (its own environment has no AWS_REGION).
+        warnings.push(format!(
+            "no region: neither {} nor the webhook config's region (chart value defaults.region) names \
+             one, so the sidecar can only take it from EC2 instance metadata; where there is none it \
+             exits 64 and the pod does not start. Set {} or defaults.region",
+            a::REGION,
+            a::REGION
+        ));
+    }
     if let Err(message) = config
         .policy
         .check(&spec, ctx.namespace, ctx.namespace_labels)
     {
         return Outcome::Deny(format!("tempcreds: {message}"));
+    }
+    match marker(pod) {
+        Marker::Absent => {}
+        Marker::Injected => return Outcome::NotForUs,
+        Marker::Forged(message) => return Outcome::Deny(format!("tempcreds: {message}")),
     }
     match Plan::new(
         pod,
@@ -242,11 +381,18 @@ impl Plan {
             .chain(names(pspec, "initContainers"))
             .chain(names(pspec, "ephemeralContainers"))
             .collect();
-        if let Some(listed) = &spec.containers {
+        // A warning, not a denial: a ServiceAccount's default list may
+        // name containers only some of its pods have.
+        for (annotation, listed) in [
+            (
+                a::CONTAINERS,
+                spec.containers.as_deref().unwrap_or_default(),
+            ),
+            (a::SKIP_CONTAINERS, spec.skip_containers.as_slice()),
+        ] {
             for name in listed.iter().filter(|n| !all_names.contains(n.as_str())) {
                 warnings.push(format!(
-                    "{} names {name:?}, which is not a container of this pod",
-                    a::CONTAINERS
+                    "{annotation} names {name:?}, which is not a container of this pod"
                 ));
             }
         }
@@ -293,14 +439,20 @@ impl Plan {
         for (list, indexes) in [("containers", &app), ("initContainers", &init)] {
             for &i in indexes {
                 let c = &pspec[list][i];
-                let clash = c["volumeMounts"].as_array().into_iter().flatten().any(|m| {
-                    m["mountPath"].as_str().map(|p| p.trim_end_matches('/')) == Some(output_dir)
-                });
-                if clash {
+                let clash = c["volumeMounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| {
+                        m["mountPath"].as_str().map(normalize_mount_path).as_deref()
+                            == Some(output_dir)
+                    });
+                if let Some(m) = clash {
                     return Err(format!(
-                        "container {:?} already mounts a volume at {output_dir}, where tempcreds mounts the credentials; \
+                        "container {} already mounts a volume at {} ({output_dir}), where tempcreds mounts the credentials; \
                          remove that mount or list the container in {}",
-                        c["name"].as_str().unwrap_or_default(),
+                        quoted(c["name"].as_str().unwrap_or_default()),
+                        quoted(m["mountPath"].as_str().unwrap_or_default()),
                         a::SKIP_CONTAINERS
                     ));
                 }
@@ -313,11 +465,28 @@ impl Plan {
             taken.insert(&sidecar);
             unique_name(&format!("{sidecar}{INIT_SUFFIX}"), &taken)
         });
+        // Names of the pod's volumes, and every name a container's
+        // volumeMounts (and volumeDevices) use: a mount naming a volume the pod does not have
+        // would bind to an injected volume of that name (an app reading the
+        // token or the keys, or writing the credentials), so such names
+        // are taken too and the mount stays dangling (the API server then
+        // refuses the pod, as it would without tempcreds).
         let volumes: BTreeSet<&str> = pspec["volumes"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|v| v["name"].as_str())
+            .chain(
+                CONTAINER_LISTS
+                    .iter()
+                    .flat_map(|list| pspec[*list].as_array().into_iter().flatten())
+                    .flat_map(|c| {
+                        ["volumeMounts", "volumeDevices"]
+                            .into_iter()
+                            .flat_map(move |k| c[k].as_array().into_iter().flatten())
+                    })
+                    .filter_map(|m| m["name"].as_str()),
+            )
             .collect();
         let credentials_volume = unique_name(CREDENTIALS_VOLUME, &volumes);
         let source_volume = match spec.source {

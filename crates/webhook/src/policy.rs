@@ -16,8 +16,9 @@
 //! match a `roleArns` glob of a rule that applies to the pod's namespace. A
 //! rule applies when the namespace matches one of its `namespaces` (when
 //! given) and its `namespaceSelector` (when given); each rule names at least
-//! one of the two. Globs know `*` (any run of characters, `/` and `:`
-//! included, as in IAM) and `?` (one character).
+//! one of the two. Globs know `*` (any run of characters except `/`), `**`
+//! (any run of characters, `/` included) and `?` (one character except `/`):
+//! see [`glob_match`].
 //!
 //! The policy lives in the operator's config, not in namespace annotations,
 //! so namespace owners cannot widen it. Namespace labels are not in the
@@ -227,29 +228,57 @@ fn join(items: impl Iterator<Item = String>) -> String {
 }
 
 /// Whether `text` matches `pattern`, where `*` matches any run of
-/// characters (also empty) and `?` exactly one; everything else matches
-/// itself. Linear backtracking on the last `*`, so no pattern is slow.
+/// characters other than `/` (also empty), `**` any run of characters, `/`
+/// included, and `?` exactly one character other than `/`; everything else
+/// matches itself.
+///
+/// `/` separates an IAM role's path from its name, so
+/// `arn:aws:iam::123456789012:role/payments-*` admits `role/payments-api`
+/// but not `role/payments-/OrganizationAccountAccessRole`; a rule that means
+/// every path says so with `**` (`role/payments/**`). A dynamic program over
+/// pattern and text (at most their product in steps), so no pattern is slow.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
+    enum Tok {
+        Char(char),
+        One,
+        Star,
+        DoubleStar,
+    }
+    let mut toks = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        toks.push(match c {
+            '*' if chars.peek() == Some(&'*') => {
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                Tok::DoubleStar
+            }
+            '*' => Tok::Star,
+            '?' => Tok::One,
+            c => Tok::Char(c),
+        });
+    }
     let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == t[ti])) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
+    // row[j]: the tokens so far match the first j characters of the text.
+    let mut row = vec![false; t.len() + 1];
+    row[0] = true;
+    for tok in &toks {
+        let mut next = vec![false; t.len() + 1];
+        for j in 0..=t.len() {
+            next[j] = match tok {
+                Tok::Star => row[j] || (j > 0 && next[j - 1] && t[j - 1] != '/'),
+                Tok::DoubleStar => row[j] || (j > 0 && next[j - 1]),
+                Tok::One => j > 0 && row[j - 1] && t[j - 1] != '/',
+                Tok::Char(c) => j > 0 && row[j - 1] && t[j - 1] == *c,
+            };
+        }
+        if !next.contains(&true) {
             return false;
         }
+        row = next;
     }
-    p[pi..].iter().all(|c| *c == '*')
+    row[t.len()]
 }
 
 #[cfg(test)]
@@ -261,7 +290,15 @@ mod tests {
     fn globs() {
         for (p, t) in [
             ("*", ""),
-            ("*", "anything/at:all"),
+            ("*", "anything:at:all"),
+            ("**", "anything/at:all"),
+            (
+                "arn:aws:iam::123456789012:role/**",
+                "arn:aws:iam::123456789012:role/a/b/c",
+            ),
+            ("role/*/*", "role/path/name"),
+            ("a/**/b", "a/x/y/b"),
+            ("a/**/b", "a//b"),
             ("team-*", "team-a"),
             ("team-?", "team-b"),
             (
@@ -287,12 +324,104 @@ mod tests {
             ("exact", "exact2"),
             ("a*b", "acb-"),
             ("", "x"),
+            ("*", "a/b"),
+            ("role/?", "role//"),
+            ("a/**/b", "a/b"),
         ] {
             assert!(!glob_match(p, t), "{p} {t}");
         }
         // Many stars against a long text stay fast.
         let long = "a".repeat(10_000);
         assert!(!glob_match("*a*a*a*a*a*b", &long));
+        assert!(!glob_match("**a**a**a**a**a**b", &long));
+    }
+
+    /// Issue 12: `role/payments-*` admitted a role named
+    /// OrganizationAccountAccessRole under the path `/payments-/`.
+    #[test]
+    fn a_star_in_a_role_glob_does_not_reach_through_the_role_path() {
+        let p = policy(
+            r#"
+roles:
+- namespaces: [payments]
+  roleArns: ["arn:aws:iam::123456789012:role/payments-*"]
+"#,
+        );
+        let none = Labels::new();
+        let s = spec(&[(
+            "tempcreds.io/role-arn",
+            "arn:aws:iam::123456789012:role/payments-/OrganizationAccountAccessRole",
+        )]);
+        assert_eq!(
+            p.check(&s, "payments", &none).unwrap_err(),
+            "tempcreds.io/role-arn arn:aws:iam::123456789012:role/payments-/OrganizationAccountAccessRole \
+             is not allowed in namespace payments by the cluster's policy (allowed here: \
+             arn:aws:iam::123456789012:role/payments-* by policy.roles[0])"
+        );
+        let s = spec(&[(
+            "tempcreds.io/role-arn",
+            "arn:aws:iam::123456789012:role/payments-api",
+        )]);
+        assert_eq!(p.check(&s, "payments", &none), Ok(()));
+        // A rule that means every path says so with `**`.
+        let p = policy(
+            r#"
+roles:
+- namespaces: [payments]
+  roleArns: ["arn:aws:iam::123456789012:role/payments/**"]
+"#,
+        );
+        let s = spec(&[(
+            "tempcreds.io/role-arn",
+            "arn:aws:iam::123456789012:role/payments/batch/reader",
+        )]);
+        assert_eq!(p.check(&s, "payments", &none), Ok(()));
+    }
+
+    /// A plain recursive reading of the glob rules, to compare with.
+    fn reference(p: &[char], t: &[char]) -> bool {
+        match p {
+            [] => t.is_empty(),
+            ['*', '*', rest @ ..] => {
+                let rest = {
+                    let mut r = rest;
+                    while let ['*', more @ ..] = r {
+                        r = more;
+                    }
+                    r
+                };
+                (0..=t.len()).any(|k| reference(rest, &t[k..]))
+            }
+            ['*', rest @ ..] => (0..=t.len())
+                .take_while(|&k| k == 0 || t[k - 1] != '/')
+                .any(|k| reference(rest, &t[k..])),
+            ['?', rest @ ..] => !t.is_empty() && t[0] != '/' && reference(rest, &t[1..]),
+            [c, rest @ ..] => t.first() == Some(c) && reference(rest, &t[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn globs_agree_with_the_reference(pattern in "[ab/*?]{0,8}", text in "[ab/]{0,8}") {
+            let p: Vec<char> = pattern.chars().collect();
+            let t: Vec<char> = text.chars().collect();
+            proptest::prop_assert_eq!(glob_match(&pattern, &text), reference(&p, &t));
+        }
+
+        #[test]
+        fn a_single_star_never_matches_a_slash(prefix in "[a-z:/-]{0,12}", tail in "\\PC{0,12}") {
+            let pattern = format!("{prefix}*");
+            let text = format!("{prefix}{tail}");
+            proptest::prop_assert_eq!(glob_match(&pattern, &text), !tail.contains('/'));
+            let pattern = format!("{prefix}**");
+            proptest::prop_assert!(glob_match(&pattern, &text));
+        }
+
+        #[test]
+        fn a_pattern_without_wildcards_matches_only_itself(p in "[^*?]{0,12}", t in "[^*?]{0,12}") {
+            proptest::prop_assert!(glob_match(&p, &p));
+            proptest::prop_assert_eq!(glob_match(&p, &t), p == t);
+        }
     }
 
     fn spec(pairs: &[(&str, &str)]) -> InjectionSpec {

@@ -344,6 +344,48 @@ async fn pods_created_through_the_api_server() {
             .is_none()
     );
 
+    // Issue 12: an app container mounting a volume the pod does not have,
+    // named as the token volume, is not bound to the injected token: the
+    // injected volumes take other names, and the API server refuses the
+    // pod for its dangling mount, as it would without tempcreds.
+    let dangling = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dangling\n  namespace: {ns}\n  annotations:\n    \
+         tempcreds.io/role-arn: \"{ROLE}\"\nspec:\n  serviceAccountName: app\n  containers:\n  - name: app\n    \
+         image: example.com/app:1\n    volumeMounts:\n    - {{name: tempcreds-token, mountPath: /token}}\n"
+    );
+    let err = cp
+        .kubectl_stdin(&["create", "-f", "-"], Some(&dangling))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("volumeMounts[0].name: Not found: \"tempcreds-token\""),
+        "{err}\nwebhook log:\n{}",
+        webhook.log()
+    );
+
+    // Issue 12: tempcreds.io/injected set by the pod's author is refused.
+    let err = cp
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            Some(&pod_manifest(
+                "forged",
+                &ns,
+                "app",
+                &[
+                    ("tempcreds.io/role-arn", ROLE),
+                    ("tempcreds.io/injected", "app"),
+                ],
+            )),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("denied the request")
+            && err.contains("annotation tempcreds.io/injected=\"app\"")
+            && err.contains("container \"app\" is not a tempcreds sidecar"),
+        "{err}"
+    );
+
     let metrics = common::client(&pki.root_pem())
         .get(format!("https://127.0.0.1:{port}/metrics"))
         .send()
@@ -353,11 +395,11 @@ async fn pods_created_through_the_api_server() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("tempcreds_webhook_patches_total 2"),
+        metrics.contains("tempcreds_webhook_patches_total 3"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("tempcreds_webhook_denials_total 1"),
+        metrics.contains("tempcreds_webhook_denials_total 2"),
         "{metrics}"
     );
 

@@ -184,7 +184,8 @@ async fn bad_annotations_are_denied_with_a_message_and_warnings_passed_on() {
     assert_eq!(state.metrics.requests(RequestResult::Denied), 1);
 
     let input = pod(
-        json!({"tempcreds.io/role-arn": ROLE, "tempcreds.io/containers": "app,typo"}),
+        json!({"tempcreds.io/role-arn": ROLE, "tempcreds.io/containers": "app,typo",
+               "tempcreds.io/region": "eu-west-1"}),
         "default",
     );
     let response = answer(&state, review("uid-3", "CREATE", input)).await;

@@ -1,12 +1,17 @@
-//! Properties of the mutation for arbitrary pods: a second pass changes
-//! nothing, application containers never get the token or Secret volume,
-//! container and volume names stay unique, and nothing panics.
+//! Properties of the mutation for arbitrary pods, with arbitrary
+//! `volumeMounts` (names, paths, readOnly) in every kind of container: a
+//! second pass changes nothing, no container but the sidecar mounts the
+//! token or Secret volume, every other mount of the credentials volume is
+//! read-only, the patched pod is as valid as the input (mounts name
+//! volumes of the pod, mount paths unique per container, container and
+//! volume names unique), and nothing panics.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tempcreds_webhook::mutate::{SECRET_VOLUME, TOKEN_VOLUME};
+use tempcreds_core::paths::{OUTPUT_DIR, SECRET_DIR, TOKEN_DIR};
+use tempcreds_webhook::mutate::normalize_mount_path;
 use tempcreds_webhook::{ClusterConfig, Context, Outcome, mutate};
 
 /// Names likely to clash with what the webhook injects.
@@ -42,15 +47,50 @@ fn env() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// Mount paths, some of them the credentials path written differently.
+fn mount_path() -> impl Strategy<Value = String> {
+    // Mostly other paths: a clash at the credentials path denies the pod.
+    prop_oneof![
+        1 => Just("/var/run/tempcreds".to_owned()),
+        1 => Just("/var/run/tempcreds/".to_owned()),
+        1 => Just("/var/run//tempcreds".to_owned()),
+        1 => Just("/var/run/tempcreds/.".to_owned()),
+        2 => Just("/var/run/secrets/tempcreds/serviceaccount".to_owned()),
+        20 => "/[a-z]{1,3}(/[a-z.]{1,3}){0,2}/?",
+    ]
+}
+
+fn volume_mounts() -> impl Strategy<Value = Value> {
+    proptest::collection::vec(
+        (name(), mount_path(), proptest::option::of(any::<bool>())),
+        0..3,
+    )
+    .prop_map(|mounts| {
+        json!(
+            mounts
+                .into_iter()
+                .map(|(name, path, read_only)| {
+                    let mut m = json!({"name": name, "mountPath": path});
+                    if let Some(r) = read_only {
+                        m["readOnly"] = json!(r);
+                    }
+                    m
+                })
+                .collect::<Vec<_>>()
+        )
+    })
+}
+
 fn container() -> impl Strategy<Value = Value> {
     (
         name(),
         env(),
         proptest::option::of(prop_oneof![Just(8099i64), 1i64..65535]),
         any::<bool>(),
+        volume_mounts(),
     )
-        .prop_map(|(name, env, port, sidecar)| {
-            let mut c = json!({"name": name, "image": "x", "env": env});
+        .prop_map(|(name, env, port, sidecar, mounts)| {
+            let mut c = json!({"name": name, "image": "x", "env": env, "volumeMounts": mounts});
             if let Some(p) = port {
                 c["ports"] = json!([{"containerPort": p}]);
             }
@@ -76,6 +116,9 @@ fn annotations() -> impl Strategy<Value = BTreeMap<String, String>> {
         Just(("tempcreds.io/profile", "app")),
         Just(("tempcreds.io/skip-containers", "tempcreds,a")),
         Just(("tempcreds.io/containers", "tempcreds-2,b")),
+        Just(("tempcreds.io/skip-containers", "tempcreds-credentials")),
+        Just(("tempcreds.io/injected", "tempcreds")),
+        Just(("tempcreds.io/injected", "a")),
         Just(("example.com/a~b/c", "x")),
     ];
     // Most pods opt in, so most cases exercise the injection.
@@ -103,27 +146,33 @@ fn pod() -> impl Strategy<Value = (Value, bool)> {
         annotations(),
         proptest::collection::vec(container(), 0..4),
         proptest::collection::vec(container(), 0..3),
+        proptest::collection::vec(container(), 0..2),
         proptest::collection::vec(name(), 0..4),
         any::<bool>(),
     )
-        .prop_map(|(annotations, containers, init, volumes, native)| {
-            let mut spec = json!({"containers": containers});
-            if !init.is_empty() {
-                spec["initContainers"] = json!(init);
-            }
-            if !volumes.is_empty() {
-                spec["volumes"] = json!(
-                    volumes
-                        .iter()
-                        .map(|n| json!({"name": n, "emptyDir": {}}))
-                        .collect::<Vec<_>>()
-                );
-            }
-            (
-                json!({"metadata": {"name": "p", "annotations": annotations}, "spec": spec}),
-                native,
-            )
-        })
+        .prop_map(
+            |(annotations, containers, init, ephemeral, volumes, native)| {
+                let mut spec = json!({"containers": containers});
+                if !init.is_empty() {
+                    spec["initContainers"] = json!(init);
+                }
+                if !ephemeral.is_empty() {
+                    spec["ephemeralContainers"] = json!(ephemeral);
+                }
+                if !volumes.is_empty() {
+                    spec["volumes"] = json!(
+                        volumes
+                            .iter()
+                            .map(|n| json!({"name": n, "emptyDir": {}}))
+                            .collect::<Vec<_>>()
+                    );
+                }
+                (
+                    json!({"metadata": {"name": "p", "annotations": annotations}, "spec": spec}),
+                    native,
+                )
+            },
+        )
 }
 
 fn names_of<'a>(spec: &'a Value, list: &str) -> Vec<&'a str> {
@@ -177,15 +226,6 @@ proptest! {
         };
         prop_assert_eq!(volumes.len() - volumes.iter().collect::<BTreeSet<_>>().len(), input_volume_dupes);
 
-        // Only the sidecar mounts the token or Secret volume.
-        let source_volumes: Vec<&str> = spec["volumes"].as_array().into_iter().flatten()
-            .filter(|v| v.get("projected").is_some() || v.get("secret").is_some())
-            .filter(|v| {
-                let n = v["name"].as_str().unwrap_or_default();
-                n.starts_with(TOKEN_VOLUME) || n.starts_with(SECRET_VOLUME)
-            })
-            .filter_map(|v| v["name"].as_str())
-            .collect();
         // The containers tempcreds added: the sidecar and, with a classic
         // sidecar, its run-once init container (names not in the input).
         let mut input_names = names_of(&input["spec"], "containers");
@@ -195,16 +235,75 @@ proptest! {
             c["args"][0] == "run"
                 && (name == sidecar.as_str() || !input_names.contains(&name))
         };
-        for list in ["containers", "initContainers"] {
-            for c in spec[list].as_array().into_iter().flatten() {
-                if added(c) {
-                    continue;
-                }
-                for m in c["volumeMounts"].as_array().into_iter().flatten() {
-                    let n = m["name"].as_str().unwrap_or_default();
-                    prop_assert!(!source_volumes.contains(&n), "container {} mounts {}", c["name"], n);
+        let all_containers = |pod: &'_ Value| -> Vec<Value> {
+            ["initContainers", "containers", "ephemeralContainers"]
+                .iter()
+                .flat_map(|l| pod["spec"][*l].as_array().cloned().unwrap_or_default())
+                .collect()
+        };
+        let mounts = |c: &Value| c["volumeMounts"].as_array().cloned().unwrap_or_default();
+
+        // The injected volumes, by what the sidecar mounts where.
+        let sidecar_c = all_containers(&once).into_iter().find(|c| c["name"] == sidecar.as_str()).unwrap();
+        let at = |path: &str| mounts(&sidecar_c).iter()
+            .find(|m| m["mountPath"] == path)
+            .and_then(|m| m["name"].as_str().map(str::to_owned));
+        let credentials = at(OUTPUT_DIR).expect("the sidecar mounts the credentials volume");
+        let source = at(TOKEN_DIR).or_else(|| at(SECRET_DIR));
+        // The injected volumes are new: no name the input's volumes or mounts used.
+        let input_used: BTreeSet<String> = all_containers(&input).iter()
+            .flat_map(&mounts)
+            .filter_map(|m| m["name"].as_str().map(str::to_owned))
+            .chain(names_of(&input["spec"], "volumes").into_iter().map(str::to_owned))
+            .collect();
+        prop_assert!(!input_used.contains(&credentials), "credentials volume {credentials} was in use");
+        if let Some(source) = &source {
+            prop_assert!(!input_used.contains(source), "source volume {source} was in use");
+        }
+
+        for c in all_containers(&once) {
+            if added(&c) {
+                continue;
+            }
+            for m in mounts(&c) {
+                let n = m["name"].as_str().unwrap_or_default();
+                // No container but the sidecar mounts the token or the keys.
+                prop_assert!(source.as_deref() != Some(n), "container {} mounts {}", c["name"], n);
+                // Every other mount of the credentials volume is read-only.
+                if n == credentials {
+                    prop_assert_eq!(&m["readOnly"], &json!(true), "container {} mounts {} writable", c["name"], n);
                 }
             }
+        }
+
+        // As valid as the input: a mount names a volume of the pod unless
+        // the same mount was dangling in the input already, and no
+        // container mounts two volumes at one path unless it did before.
+        let volume_names: BTreeSet<&str> = names_of(spec, "volumes").into_iter().collect();
+        let input_volume_names: BTreeSet<&str> = names_of(&input["spec"], "volumes").into_iter().collect();
+        let input_containers = all_containers(&input);
+        for c in all_containers(&once) {
+            // (Generated names repeat: compare with every input container
+            // of the same name.)
+            let before: Vec<&Value> = input_containers.iter().filter(|i| i["name"] == c["name"]).collect();
+            for m in mounts(&c) {
+                let n = m["name"].as_str().unwrap_or_default();
+                if !volume_names.contains(n) {
+                    let was_dangling = before.iter().any(|b| mounts(b).contains(&m))
+                        && !input_volume_names.contains(n);
+                    prop_assert!(was_dangling, "container {} mounts {n}, not a volume of the pod", c["name"]);
+                }
+            }
+            let paths = |c: &Value| -> (usize, usize) {
+                let all: Vec<String> = mounts(c).iter()
+                    .filter_map(|m| m["mountPath"].as_str().map(normalize_mount_path))
+                    .collect();
+                let unique: BTreeSet<&String> = all.iter().collect();
+                (all.len(), unique.len())
+            };
+            let (n, u) = paths(&c);
+            let dupes_before = before.iter().map(|b| { let (n, u) = paths(b); n - u }).max().unwrap_or(0);
+            prop_assert!(n - u <= dupes_before, "container {} mounts two volumes at one path", c["name"]);
         }
     }
 }
