@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -14,11 +14,13 @@ const PARTIAL: usize = 1000;
 
 /// What the server did with a connection that sent half a request line:
 /// `Ok(())` when it closed it (end of stream or reset), `Err` with what
-/// happened otherwise.
-fn closed_by_server(mut s: TcpStream) -> Result<(), String> {
-    // A guard against a hung test, not a timing expectation: far beyond the
-    // header timeout under test, even on a loaded machine.
-    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+/// happened otherwise. `deadline` guards against a hung test (it is far
+/// beyond the header timeout under test, even on a loaded machine); it is
+/// not a timing expectation.
+fn closed_by_server(mut s: TcpStream, deadline: Instant) -> Result<(), String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .unwrap();
     let mut buf = Vec::new();
     match s.read_to_end(&mut buf) {
         Ok(_) => Ok(()),
@@ -90,10 +92,15 @@ fn a_thousand_half_sent_requests_are_closed_and_the_health_probe_still_answers()
     // A real probe behind them is answered.
     assert_eq!(patient_probe(sidecar.health_port, "/healthz"), 200);
     // Every partial request is closed by the server.
+    let deadline = Instant::now() + Duration::from_secs(300);
     let still_open: Vec<String> = partial
         .into_iter()
         .enumerate()
-        .filter_map(|(i, s)| closed_by_server(s).err().map(|e| format!("#{i}: {e}")))
+        .filter_map(|(i, s)| {
+            closed_by_server(s, deadline)
+                .err()
+                .map(|e| format!("#{i}: {e}"))
+        })
         .collect();
     assert!(
         still_open.is_empty(),

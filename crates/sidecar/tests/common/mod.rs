@@ -131,21 +131,36 @@ impl World {
         self.once_with(self.sidecar(args).arg("--once"))
     }
 
+    /// Runs `cmd` to its end with its output in files (not pipes: a process
+    /// that writes more than a pipe holds, say at `RUST_LOG=trace`, would
+    /// block until killed) and returns its status and output.
     pub fn once_with(&self, cmd: &mut Command) -> Output {
+        let n = tempcreds_tests::unique_suffix();
+        let (out_path, err_path) = (
+            self.path(&format!("once-{n}.stdout")),
+            self.path(&format!("once-{n}.stderr")),
+        );
         let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(180);
-        while child.try_wait().unwrap().is_none() {
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!("tempcreds-sidecar --once did not exit within 180 s");
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(&out_path).unwrap(),
+            stderr: std::fs::read(&err_path).unwrap(),
         }
-        child.wait_with_output().unwrap()
     }
 
     /// Starts `sidecar run` in the background with logs to a file.
