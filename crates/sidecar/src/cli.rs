@@ -121,7 +121,7 @@ pub struct RunArgs {
         long,
         env = "TEMPCREDS_LISTENER_HEADER_TIMEOUT",
         value_name = "DURATION",
-        default_value = "10s",
+        default_value = "5s",
         value_parser = duration_arg
     )]
     pub listener_header_timeout: Duration,
@@ -184,6 +184,7 @@ mod tests {
         };
         assert!(args.once);
         assert!(!args.retry && !args.no_health_server);
+        assert_eq!(args.listener_limits(), crate::listen::Limits::default());
         assert_eq!(args.config.source, tempcreds_core::Source::Secret);
     }
 
