@@ -458,7 +458,10 @@ impl Sts {
             .provide_credentials()
             .await
             .map_err(|e| FetchError::Ambient {
-                detail: aws_sdk_sts::error::DisplayErrorContext(&e).to_string(),
+                detail: sanitize(
+                    &aws_sdk_sts::error::DisplayErrorContext(&e).to_string(),
+                    &[],
+                ),
             })?;
         Ok(Signer {
             access_key_id: c.access_key_id().to_owned(),
