@@ -1,11 +1,12 @@
 //! The sidecar's reading of STS answers: an AssumeRole call whose HTTP
 //! answer (status and body) comes from the input, through the AWS SDK's
-//! response parsing, then the sidecar's explanation of the error code and
-//! message (`explain::explain`). The SDK is configured as the sidecar
-//! configures it (no retries). Never a panic.
-//!
-//! The sidecar's own `sts::convert` and `xml_element` are private; the
-//! SDK's parser is what turns STS's XML into the values they read.
+//! response parsing, then the sidecar's own checks (`sts::accept_answer`)
+//! and its explanation of the error code and message (`explain::explain`),
+//! sanitised as it logs them (`sts::sanitize`). The SDK is configured as the
+//! sidecar configures it (no retries). Never a panic; accepted credentials
+//! are always written as exactly one profile with the same values; logged
+//! text never holds the signing secret, a control character, or more than
+//! `sts::REMOTE_TEXT_MAX` characters (plus the note of the cut).
 
 #![no_main]
 
@@ -17,6 +18,7 @@ use aws_sdk_sts::error::ProvideErrorMetadata as _;
 use aws_smithy_types::body::SdkBody;
 use libfuzzer_sys::fuzz_target;
 use tempcreds_sidecar::explain::{self, CallKind};
+use tempcreds_sidecar::sts;
 
 thread_local! {
     static ANSWER: RefCell<(u16, Vec<u8>)> = const { RefCell::new((200, Vec::new())) };
@@ -43,7 +45,13 @@ fn world() -> &'static World {
         let config = aws_sdk_sts::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("AKIDEXAMPLE", "secret", None, None, "fuzz"))
+            .credentials_provider(Credentials::new(
+                "AKIDEXAMPLE",
+                SIGNING_SECRET,
+                Some(SIGNING_TOKEN.to_owned()),
+                None,
+                "fuzz",
+            ))
             .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
             .http_client(http)
             .build();
@@ -58,6 +66,14 @@ fn world() -> &'static World {
 }
 
 const STATUSES: [u16; 6] = [200, 400, 403, 500, 503, 302];
+const SIGNING_SECRET: &str = "fuzzSigningSecretAccessKey";
+const SIGNING_TOKEN: &str = "fuzzSigningSessionToken";
+
+fn check_logged(text: &str) {
+    assert!(!text.contains(SIGNING_SECRET) && !text.contains(SIGNING_TOKEN), "{text}");
+    assert!(!text.contains(char::is_control), "{text:?}");
+    assert!(text.chars().count() <= sts::REMOTE_TEXT_MAX + 40, "{text:?}");
+}
 
 fuzz_target!(|data: &[u8]| {
     let w = world();
@@ -73,13 +89,31 @@ fuzz_target!(|data: &[u8]| {
     );
     match result {
         Ok(out) => {
-            if let Some(c) = out.credentials() {
-                let _ = (c.access_key_id(), c.expiration().secs());
+            let arn = out.assumed_role_user().map(|u| u.arn());
+            match sts::accept_answer("AssumeRole", "r".into(), out.credentials(), arn) {
+                Ok(creds) => {
+                    let ini = creds.to_ini("default").expect("accepted credentials are writable");
+                    let lines: Vec<&str> = ini.lines().filter(|l| !l.starts_with('#')).collect();
+                    assert_eq!(lines.len(), 4, "{ini:?}");
+                    assert_eq!(lines[0], "[default]");
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if let Some(c) = out.credentials() {
+                        let shown = format!("{}{}", c.access_key_id(), arn.unwrap_or_default());
+                        for s in [c.secret_access_key(), c.session_token()] {
+                            assert!(s.len() < 8 || shown.contains(s) || !text.contains(s), "{text}");
+                        }
+                    }
+                }
             }
         }
         Err(e) => {
-            let code = e.code().unwrap_or_default().to_owned();
-            let message = e.message().unwrap_or_default().to_owned();
+            let code = sts::sanitize(e.code().unwrap_or_default(), &[SIGNING_SECRET, SIGNING_TOKEN]);
+            let message =
+                sts::sanitize(e.message().unwrap_or_default(), &[SIGNING_SECRET, SIGNING_TOKEN]);
+            check_logged(&code);
+            check_logged(&message);
             for kind in [CallKind::AssumeRole, CallKind::WebIdentity, CallKind::GetSessionToken] {
                 let _ = explain::explain(kind, &code, &message).to_string();
             }

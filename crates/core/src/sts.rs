@@ -223,10 +223,12 @@ impl FromStr for SourceIdentity {
     }
 }
 
-/// Characters STS accepts in tag keys and values: Unicode letters, digits,
-/// white space and `_ . : / = + - @`.
+/// Characters STS accepts in tag keys and values (`[\p{L}\p{Z}\p{N}_.:/=+\-@]`):
+/// Unicode letters, digits, space separators and `_ . : / = + - @`. Space
+/// separators are white space that is not a control character: a tab, a
+/// newline or a carriage return is refused.
 fn is_tag_char(c: char) -> bool {
-    c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c)
+    c.is_alphanumeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
 }
 
 const TAG_CHARS: &str = "letters, digits, spaces and _ . : / = + - @";
@@ -366,6 +368,15 @@ mod tests {
         assert!("aws:x=y".parse::<SessionTag>().is_err());
         assert!("noequals".parse::<SessionTag>().is_err());
         assert!("k=a;b".parse::<SessionTag>().is_err());
+        assert!("k=a b\u{a0}c".parse::<SessionTag>().is_ok());
+        for bad in ["k=a\nb", "k=a\tb", "k=a\rb", "k\t=v", "k=\u{85}"] {
+            let e = bad.parse::<SessionTag>().unwrap_err().to_string();
+            assert!(
+                e.contains("is not accepted; allowed are letters, digits, spaces"),
+                "{e}"
+            );
+        }
+        assert_eq!(tag_value_sanitized("a\tb\nc d"), "a-b-c d");
         let tags = vec![t.clone(), "Team=x".parse().unwrap()];
         assert!(check_tag_set(&tags, &[]).unwrap_err().contains("twice"));
         assert!(check_tag_set(std::slice::from_ref(&t), &["team".into()]).is_ok());

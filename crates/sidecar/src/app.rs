@@ -25,6 +25,7 @@ use crate::cli::RunArgs;
 use crate::endpoint::{self, Latest, Token};
 use crate::health::{self, Readiness};
 use crate::inputs;
+use crate::listen;
 use crate::output::{Output, WriteError};
 use crate::probe;
 use crate::refresh::{self, Backoff, Refresh};
@@ -121,6 +122,7 @@ fn local_checks(config: &SidecarConfig) -> Vec<tempcreds_core::ConfigError> {
 
 /// Runs `tempcreds-sidecar run` and returns the process's exit code.
 pub fn run(args: RunArgs) -> ExitCode {
+    let limits = args.listener_limits();
     let config = args.config;
     let validated = match (config.validate(), local_checks(&config)) {
         (result, extra) if extra.is_empty() => result,
@@ -161,6 +163,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         once: args.once,
         retry: args.retry,
         health_server: !args.no_health_server,
+        limits,
     };
     let code = runtime.block_on(async_run(config, mode));
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
@@ -173,6 +176,7 @@ struct Mode {
     once: bool,
     retry: bool,
     health_server: bool,
+    limits: listen::Limits,
 }
 
 async fn async_run(config: SidecarConfig, args: Mode) -> ExitCode {
@@ -228,15 +232,14 @@ async fn async_run(config: SidecarConfig, args: Mode) -> ExitCode {
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
-        let server = axum::serve(listener, health::router(readiness.clone()));
-        tokio::spawn(async move {
-            if let Err(e) = server.await {
-                error!(error = %e, "the health server stopped");
-            }
-        });
+        tokio::spawn(listen::serve(
+            listener,
+            health::router(readiness.clone()),
+            args.limits,
+        ));
     }
     if let Some(addr) = config.endpoint_addr
-        && let Err(code) = serve_endpoint(addr, &config, refresher.latest()).await
+        && let Err(code) = serve_endpoint(addr, &config, refresher.latest(), args.limits).await
     {
         return code;
     }
@@ -305,6 +308,7 @@ async fn serve_endpoint(
     addr: std::net::SocketAddr,
     config: &SidecarConfig,
     latest: Latest,
+    limits: listen::Limits,
 ) -> Result<(), ExitCode> {
     let token = Token::generate().map_err(|e| {
         error!(error = %e, "cannot draw a random token for the credentials endpoint");
@@ -328,12 +332,11 @@ async fn serve_endpoint(
         token_file = %config.output_dir.join(tempcreds_core::paths::ENDPOINT_TOKEN_FILE).display(),
         "serving the container-credentials endpoint"
     );
-    let server = axum::serve(listener, endpoint::router(token, latest));
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
-            error!(error = %e, "the credentials endpoint stopped");
-        }
-    });
+    tokio::spawn(listen::serve(
+        listener,
+        endpoint::router(token, latest),
+        limits,
+    ));
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! `TEMPCREDS_<FLAG>`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tempcreds_core::SidecarConfig;
@@ -112,6 +113,48 @@ pub struct RunArgs {
     /// same port; their probes run `tempcreds-sidecar probe` instead.
     #[arg(long, env = "TEMPCREDS_NO_HEALTH_SERVER")]
     pub no_health_server: bool,
+
+    /// How long a connection to the health or credentials listener may take
+    /// to send a request's headers (and stay idle between requests) before
+    /// it is closed.
+    #[arg(
+        long,
+        env = "TEMPCREDS_LISTENER_HEADER_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "5s",
+        value_parser = duration_arg
+    )]
+    pub listener_header_timeout: Duration,
+
+    /// Connections each listener serves at once; more wait, unaccepted,
+    /// until one ends.
+    #[arg(
+        long,
+        env = "TEMPCREDS_LISTENER_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = crate::listen::DEFAULT_CONNECTIONS,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub listener_max_connections: u16,
+}
+
+impl RunArgs {
+    /// The listeners' limits from the flags.
+    pub fn listener_limits(&self) -> crate::listen::Limits {
+        crate::listen::Limits {
+            headers: self.listener_header_timeout,
+            connections: usize::from(self.listener_max_connections),
+            ..crate::listen::Limits::default()
+        }
+    }
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    match tempcreds_core::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than 0s".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +184,7 @@ mod tests {
         };
         assert!(args.once);
         assert!(!args.retry && !args.no_health_server);
+        assert_eq!(args.listener_limits(), crate::listen::Limits::default());
         assert_eq!(args.config.source, tempcreds_core::Source::Secret);
     }
 

@@ -671,6 +671,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn times_are_shown_with_their_distance_from_the_given_now() {
+        let now = 1_767_225_600; // 2026-01-01T00:00:00Z
+        assert_eq!(when(now - 3600, now), "2025-12-31T23:00:00Z (1h ago)");
+        assert_eq!(when(now - 3601, now), "2025-12-31T22:59:59Z (1h1s ago)");
+        assert_eq!(when(now + 90, now), "2026-01-01T00:01:30Z (in 1m30s)");
+    }
+
+    #[test]
     fn text_report_shows_status_cause_fix_and_policies() {
         let mut step = Step::new("token", "Token");
         step.push(Check::new(Status::Ok, "decoded"));

@@ -183,6 +183,11 @@ pub fn explain(call: CallKind, code: &str, message: &str) -> Explanation {
             "STS had a temporary failure",
             "none needed: tempcreds keeps the last credentials and retries",
         ),
+        c if c.starts_with("HTTP ") => permanent(
+            "the endpoint answered with an HTTP error but no STS error code: --sts-endpoint \
+             is not STS, or a proxy or load balancer in between answered instead",
+            "check --sts-endpoint (annotation tempcreds.io/sts-endpoint) and any proxy between the pod and STS",
+        ),
         _ => permanent(
             "STS refused the request",
             "read STS's message above; `tempcreds-sidecar doctor` checks the common causes",

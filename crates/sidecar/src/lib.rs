@@ -5,7 +5,7 @@
 //! expire and backs off when STS fails ([`refresh`]), re-authenticates when
 //! the token or key files change ([`watch`]), and reports readiness
 //! ([`health`]) and, with `--endpoint-addr`, serves the container-credentials
-//! endpoint ([`endpoint`]). [`app`] ties these together for `tempcreds-sidecar run`;
+//! endpoint ([`endpoint`]); both listeners run within [`listen`]'s limits. [`app`] ties these together for `tempcreds-sidecar run`;
 //! [`explain`] turns STS errors into a likely cause and fix; [`probe`] reads
 //! back what a previous run wrote (the exec probe, and adoption on restart).
 //!
@@ -21,6 +21,7 @@ pub mod explain;
 pub mod health;
 pub mod inputs;
 pub mod issuer;
+pub mod listen;
 pub mod logging;
 pub mod output;
 pub mod policy;

@@ -12,6 +12,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tempcreds_core::credentials::CredentialsError;
 use tempcreds_core::{Credentials, credentials, paths};
 
 /// Mode of the written files: the application runs as another user and
@@ -22,16 +23,28 @@ pub const FILE_MODE: u32 = 0o644;
 /// The `cat` an application's SDK runs for `credential_process`.
 pub const CAT: &str = "/bin/cat";
 
-/// Writing an output file failed.
+/// Writing the output files failed, or was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("--output-dir {}: writing {name} failed: {source}", dir.display())]
-pub struct WriteError {
-    /// The output directory.
-    pub dir: PathBuf,
-    /// The file's name.
-    pub name: &'static str,
-    /// What the operating system said.
-    pub source: io::Error,
+pub enum WriteError {
+    /// The operating system refused a write.
+    #[error("--output-dir {}: writing {name} failed: {source}", dir.display())]
+    Io {
+        /// The output directory.
+        dir: PathBuf,
+        /// The file's name.
+        name: &'static str,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A value could not be written safely into the INI files; nothing was
+    /// written.
+    #[error("--output-dir {}: nothing written: {source}", dir.display())]
+    Refused {
+        /// The output directory.
+        dir: PathBuf,
+        /// The field and what is wrong with it.
+        source: CredentialsError,
+    },
 }
 
 /// The output directory and what goes into it.
@@ -59,20 +72,28 @@ impl Output {
     /// and `config` (a profile running `cat credentials.json`), each
     /// atomically. The INI is written last of the two credential files, so a
     /// reader of either never sees credentials older than the other's.
+    ///
+    /// All three are formatted before any is written: credentials whose
+    /// values could not be written safely ([`Credentials::check_values`],
+    /// and the INI writers' own checks) leave every file as it was.
     pub fn write(&self, creds: &Credentials) -> Result<(), WriteError> {
+        let refused = |source| WriteError::Refused {
+            dir: self.dir.clone(),
+            source,
+        };
+        creds.check_values().map_err(refused)?;
         let json = self.dir.join(paths::PROCESS_JSON_FILE);
         let config =
-            credentials::config_file_for_process(&self.profile, CAT, &json.display().to_string());
+            credentials::config_file_for_process(&self.profile, CAT, &json.display().to_string())
+                .map_err(refused)?;
+        let ini = creds.to_ini(&self.profile).map_err(refused)?;
         self.write_file(paths::PROCESS_JSON_FILE, creds.to_process_json().as_bytes())?;
-        self.write_file(
-            paths::CREDENTIALS_FILE,
-            creds.to_ini(&self.profile).as_bytes(),
-        )?;
+        self.write_file(paths::CREDENTIALS_FILE, ini.as_bytes())?;
         self.write_file(paths::CONFIG_FILE, config.as_bytes())
     }
 
     fn write_file(&self, name: &'static str, contents: &[u8]) -> Result<(), WriteError> {
-        write_atomic(&self.dir, name, contents).map_err(|source| WriteError {
+        write_atomic(&self.dir, name, contents).map_err(|source| WriteError::Io {
             dir: self.dir.clone(),
             name,
             source,
@@ -117,7 +138,7 @@ mod tests {
 
     fn creds(id: &str) -> Credentials {
         Credentials {
-            access_key_id: id.into(),
+            access_key_id: format!("{id}0000000000"),
             secret_access_key: SecretString::new("secret"),
             session_token: SecretString::new("token"),
             expiration: OffsetDateTime::UNIX_EPOCH,
@@ -145,7 +166,7 @@ mod tests {
         }
         let ini = fs::read_to_string(dir.path().join("credentials")).unwrap();
         assert!(
-            ini.contains("[app]\naws_access_key_id = ASIATWO\n"),
+            ini.contains("[app]\naws_access_key_id = ASIATWO0000000000\n"),
             "{ini}"
         );
         let config = fs::read_to_string(dir.path().join("config")).unwrap();
@@ -153,6 +174,34 @@ mod tests {
             config.contains("[profile app]\ncredential_process = /bin/cat /"),
             "{config}"
         );
+    }
+
+    #[test]
+    fn unsafe_values_leave_every_file_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Output::new(dir.path(), "app");
+        out.write(&creds("ASIAONE")).unwrap();
+        let before: Vec<_> = ["config", "credentials", "credentials.json"]
+            .iter()
+            .map(|n| fs::read(dir.path().join(n)).unwrap())
+            .collect();
+        let mut hostile = creds("ASIATWO");
+        hostile.access_key_id = "ASIATWO0000000000\n[evil]\ncredential_process = /bin/sh".into();
+        let e = out.write(&hostile).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--output-dir ") && e.contains(": nothing written: AccessKeyId "),
+            "{e}"
+        );
+        let mut hostile = creds("ASIATWO");
+        hostile.session_token = SecretString::new("token\n[evil]");
+        let e = out.write(&hostile).unwrap_err().to_string();
+        assert!(e.contains("SessionToken") && !e.contains("evil"), "{e}");
+        let after: Vec<_> = ["config", "credentials", "credentials.json"]
+            .iter()
+            .map(|n| fs::read(dir.path().join(n)).unwrap())
+            .collect();
+        assert_eq!(before, after);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 
     #[test]

@@ -92,7 +92,7 @@ mod tests {
 
     fn write(dir: &Path, expires_in: time::Duration) {
         let creds = Credentials {
-            access_key_id: "ASIAPROBE".into(),
+            access_key_id: "ASIAPROBE00000000001".into(),
             secret_access_key: SecretString::new("s"),
             session_token: SecretString::new("t"),
             expiration: OffsetDateTime::now_utc() + expires_in,
@@ -107,7 +107,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), time::Duration::hours(1));
         let w = read_written(dir.path()).unwrap();
-        assert_eq!(w.credentials.access_key_id, "ASIAPROBE");
+        assert_eq!(w.credentials.access_key_id, "ASIAPROBE00000000001");
         // Half the lifetime (30 min) is ahead.
         let due = adoptable(&w, None).expect("fresh credentials are adoptable");
         let wait = due - Instant::now();

@@ -71,14 +71,21 @@ pub enum FetchError {
     /// STS could not be reached or did not answer.
     #[error("{0}")]
     Unreachable(Box<Unreachable>),
-    /// STS answered something tempcreds cannot use: a bug here or there.
-    #[error("{action} {target}: unusable answer from STS ({detail})")]
+    /// The endpoint answered something tempcreds cannot use: a body that is
+    /// not an STS answer (even with HTTP 200), or credentials that fail
+    /// [`Credentials::validate`]. Nothing is written; the last good
+    /// credentials stay and the attempt is retried with backoff.
+    #[error(
+        "{action} {target}: unusable answer from the STS endpoint ({detail}); nothing was written. \
+         The endpoint is not STS, or it misbehaves: check --sts-endpoint and any proxy in between"
+    )]
     Malformed {
         /// The STS action.
         action: &'static str,
         /// The role, or "with the long-term keys".
         target: String,
-        /// What was wrong.
+        /// What was wrong (text from the endpoint sanitised, see
+        /// [`sanitize`]).
         detail: String,
     },
 }
@@ -91,9 +98,9 @@ pub struct StsFailure {
     pub action: &'static str,
     /// The role, or "with the long-term keys" for GetSessionToken.
     pub target: String,
-    /// STS's error code.
+    /// STS's error code (sanitised, see [`sanitize`]).
     pub code: String,
-    /// STS's error message.
+    /// STS's error message (sanitised, see [`sanitize`]).
     pub message: String,
     /// What it most likely means.
     pub explanation: Explanation,
@@ -165,6 +172,15 @@ struct Signer {
     access_key_id: String,
     secret_access_key: SecretString,
     session_token: Option<SecretString>,
+}
+
+impl Signer {
+    /// The values that sign calls, for redaction.
+    fn secrets(&self) -> Vec<&str> {
+        let mut v = vec![self.secret_access_key.expose()];
+        v.extend(self.session_token.as_ref().map(SecretString::expose));
+        v
+    }
 }
 
 impl From<&Credentials> for Signer {
@@ -395,10 +411,19 @@ impl Sts {
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| self.sdk_error(action, target.clone(), CallKind::GetCallerIdentity, e))?;
+            .map_err(|e| {
+                self.sdk_error(
+                    action,
+                    target.clone(),
+                    CallKind::GetCallerIdentity,
+                    &signer.secrets(),
+                    e,
+                )
+            })?;
+        let clean = |s: Option<&str>| sanitize(s.unwrap_or_default(), &signer.secrets());
         Ok(CallerIdentity {
-            account: out.account().unwrap_or_default().to_owned(),
-            arn: out.arn().unwrap_or_default().to_owned(),
+            account: clean(out.account()),
+            arn: clean(out.arn()),
             access_key_id: signer.access_key_id.clone(),
         })
     }
@@ -433,7 +458,10 @@ impl Sts {
             .provide_credentials()
             .await
             .map_err(|e| FetchError::Ambient {
-                detail: aws_sdk_sts::error::DisplayErrorContext(&e).to_string(),
+                detail: sanitize(
+                    &aws_sdk_sts::error::DisplayErrorContext(&e).to_string(),
+                    &[],
+                ),
             })?;
         Ok(Signer {
             access_key_id: c.access_key_id().to_owned(),
@@ -460,11 +488,21 @@ impl Sts {
         if last {
             req = req.set_policy_arns(policy_arns(cfg));
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.sdk_error(action, role.to_string(), CallKind::WebIdentity, e))?;
-        convert(action, role.to_string(), out.credentials())
+        let out = req.send().await.map_err(|e| {
+            self.sdk_error(
+                action,
+                role.to_string(),
+                CallKind::WebIdentity,
+                &[token.expose()],
+                e,
+            )
+        })?;
+        accept_answer(
+            action,
+            role.to_string(),
+            out.credentials(),
+            out.assumed_role_user().map(|u| u.arn()),
+        )
     }
 
     async fn assume_role(
@@ -492,11 +530,21 @@ impl Sts {
         if call.last {
             req = req.set_policy_arns(policy_arns(cfg));
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.sdk_error(action, call.role.to_string(), call.kind, e))?;
-        convert(action, call.role.to_string(), out.credentials())
+        let out = req.send().await.map_err(|e| {
+            self.sdk_error(
+                action,
+                call.role.to_string(),
+                call.kind,
+                &signer.secrets(),
+                e,
+            )
+        })?;
+        accept_answer(
+            action,
+            call.role.to_string(),
+            out.credentials(),
+            out.assumed_role_user().map(|u| u.arn()),
+        )
     }
 
     async fn get_session_token(&self, signer: &Signer) -> Result<Credentials, FetchError> {
@@ -508,15 +556,27 @@ impl Sts {
             .set_duration_seconds(self.config.session_duration.map(duration_seconds))
             .send()
             .await
-            .map_err(|e| self.sdk_error(action, target.clone(), CallKind::GetSessionToken, e))?;
-        convert(action, target, out.credentials())
+            .map_err(|e| {
+                self.sdk_error(
+                    action,
+                    target.clone(),
+                    CallKind::GetSessionToken,
+                    &signer.secrets(),
+                    e,
+                )
+            })?;
+        accept_answer(action, target, out.credentials(), None)
     }
 
+    /// Classifies a failed call. `sent` are the secrets the call carried
+    /// (the web-identity token, the signing keys and session token): an
+    /// endpoint that echoes the request must not get them into the logs.
     fn sdk_error<E>(
         &self,
         action: &'static str,
         target: String,
         kind: CallKind,
+        sent: &[&str],
         err: SdkError<E, HttpResponse>,
     ) -> FetchError
     where
@@ -532,17 +592,38 @@ impl Sts {
                     .bytes()
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default();
-                let status = ctx.raw().status().as_u16();
+                let status = ctx.raw().status();
+                if status.is_success() {
+                    // A success status whose body the SDK could not read as
+                    // the action's answer: not a refusal, a broken answer.
+                    return FetchError::Malformed {
+                        action,
+                        target,
+                        detail: format!(
+                            "HTTP {} with a body that is not an STS {action} answer: {}",
+                            status.as_u16(),
+                            quoted_excerpt(&body, sent)
+                        ),
+                    };
+                }
                 let code = err
                     .code()
                     .map(str::to_owned)
                     .or_else(|| xml_element(&body, "Code"))
-                    .unwrap_or_else(|| format!("HTTP {status}"));
+                    .map(|c| sanitize(&c, sent))
+                    .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
                 let message = err
                     .message()
                     .map(str::to_owned)
                     .or_else(|| xml_element(&body, "Message"))
-                    .unwrap_or_default();
+                    .map(|m| sanitize(&m, sent))
+                    .unwrap_or_else(|| {
+                        if body.trim().is_empty() {
+                            String::new()
+                        } else {
+                            format!("no STS error in the body: {}", quoted_excerpt(&body, sent))
+                        }
+                    });
                 FetchError::Sts(Box::new(StsFailure {
                     action,
                     explanation: explain::explain(kind, &code, &message),
@@ -561,14 +642,14 @@ impl Sts {
                     action,
                     target,
                     endpoint: self.endpoint.clone(),
-                    detail: error_chain(&err),
+                    detail: sanitize(&error_chain(&err), sent),
                     explanation: explain::explain_unreachable(timed_out),
                 }))
             }
             _ => FetchError::Malformed {
                 action,
                 target,
-                detail: error_chain(&err),
+                detail: sanitize(&error_chain(&err), sent),
             },
         }
     }
@@ -638,31 +719,149 @@ fn session_tags(cfg: &SidecarConfig) -> Result<Option<Vec<Tag>>, FetchError> {
         .map(Some)
 }
 
-fn convert(
+/// Longest text from the endpoint put into a message.
+pub const REMOTE_TEXT_MAX: usize = 300;
+
+/// What replaces a secret in text from the endpoint.
+pub const REDACTED: &str = "** redacted **";
+
+/// Text from the STS endpoint (an error code or message, a body, a
+/// transport error) made safe to log: every value in `sent` (the secrets the
+/// call carried), also form-encoded, and anything shaped like a JWT is
+/// replaced by [`REDACTED`]; control characters become spaces; the result is
+/// cut to [`REMOTE_TEXT_MAX`] characters. An endpoint that echoes the
+/// request therefore cannot put the token or a key into the logs.
+pub fn sanitize(text: &str, sent: &[&str]) -> String {
+    let redact = |mut t: String| {
+        for secret in sent.iter().filter(|s| s.len() >= 4) {
+            let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            for variant in [*secret, encoded.as_str()] {
+                if t.contains(variant) {
+                    t = t.replace(variant, REDACTED);
+                }
+            }
+        }
+        redact_jwts(&t)
+    };
+    let once = redact(text.to_owned());
+    let flat: String = once
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let clean = redact(flat);
+    let n = clean.chars().count();
+    if n > REMOTE_TEXT_MAX {
+        let cut: String = clean.chars().take(REMOTE_TEXT_MAX).collect();
+        format!("{cut}… ({n} characters in all)")
+    } else {
+        clean
+    }
+}
+
+/// `body` sanitised and quoted, or "an empty body".
+fn quoted_excerpt(body: &str, sent: &[&str]) -> String {
+    if body.trim().is_empty() {
+        "an empty body".to_owned()
+    } else {
+        format!("{:?}", sanitize(body, sent))
+    }
+}
+
+/// Replaces every run of JWT characters shaped like a JWT (starting `eyJ`,
+/// the base64 of `{"`, with at least two dots) by [`REDACTED`].
+fn redact_jwts(text: &str) -> String {
+    let is_jwt_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("eyJ") {
+        out.push_str(&rest[..i]);
+        let run = &rest[i..];
+        let len = run.find(|c: char| !is_jwt_char(c)).unwrap_or(run.len());
+        if run[..len].matches('.').count() >= 2 {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(&run[..len]);
+        }
+        rest = &run[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Turns an STS answer into credentials, or refuses it as a whole
+/// ([`Credentials::validate`] against the current time, and the assumed-role
+/// ARN's shape): a refused answer is a failed attempt, retried with backoff
+/// while the last good credentials stay.
+pub fn accept_answer(
     action: &'static str,
     target: String,
     c: Option<&aws_sdk_sts::types::Credentials>,
+    assumed_role_arn: Option<&str>,
 ) -> Result<Credentials, FetchError> {
-    let malformed = |detail: &str| FetchError::Malformed {
+    let malformed = |detail: String| FetchError::Malformed {
         action,
         target: target.clone(),
-        detail: detail.to_owned(),
+        detail,
     };
-    let c = c.ok_or_else(|| malformed("no Credentials element"))?;
+    let c = c.ok_or_else(|| malformed("no Credentials element".into()))?;
     let expiration = OffsetDateTime::from_unix_timestamp(c.expiration().secs())
-        .map_err(|_| malformed("Expiration out of range"))?;
-    if c.access_key_id().is_empty()
-        || c.secret_access_key().is_empty()
-        || c.session_token().is_empty()
-    {
-        return Err(malformed("empty key or session token"));
-    }
-    Ok(Credentials {
+        .map_err(|_| malformed("Expiration out of range".into()))?;
+    let creds = Credentials {
         access_key_id: c.access_key_id().to_owned(),
         secret_access_key: SecretString::new(c.secret_access_key()),
         session_token: SecretString::new(c.session_token()),
         expiration,
-    })
+    };
+    let mut problems = match creds.validate(OffsetDateTime::now_utc()) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![e.to_string()],
+    };
+    if let Some(arn) = assumed_role_arn
+        && let Err(e) = check_assumed_role_arn(arn)
+    {
+        problems.push(e);
+    }
+    if problems.is_empty() {
+        Ok(creds)
+    } else {
+        Err(malformed(format!(
+            "credentials refused: {}",
+            sanitize(&problems.join("; "), &creds.secrets())
+        )))
+    }
+}
+
+/// `AssumedRoleUser.Arn`: `arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION`
+/// of visible ASCII, at most 2048 characters (STS's limit).
+fn check_assumed_role_arn(arn: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = arn.len() <= 2048
+        && arn.chars().all(|c| c.is_ascii_graphic())
+        && parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "sts"
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5].starts_with("assumed-role/");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "AssumedRoleUser.Arn {} is not arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION",
+            tempcreds_core::credentials::shown(arn)
+        ))
+    }
+}
+
+trait Secrets {
+    fn secrets(&self) -> Vec<&str>;
+}
+
+impl Secrets for Credentials {
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.secret_access_key.expose(), self.session_token.expose()]
+    }
 }
 
 #[cfg(test)]
@@ -680,5 +879,97 @@ mod tests {
         );
         assert_eq!(xml_element("<html>403</html>", "Code"), None);
         assert_eq!(xml_element("<Code></Code>", "Code"), None);
+    }
+
+    const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJl";
+
+    #[test]
+    fn echoed_secrets_control_characters_and_long_text_are_cleaned() {
+        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let echoed = format!(
+            "Bad request: WebIdentityToken={JWT}&x=1\nSecret {secret} or {}\r\n\u{1b}[31mred",
+            "wJalrXUtnFEMI%2FK7MDENG%2BbPxRfiCYEXAMPLEKEY"
+        );
+        let clean = sanitize(&echoed, &[secret]);
+        assert_eq!(
+            clean,
+            "Bad request: WebIdentityToken=** redacted **&x=1 Secret ** redacted ** or \
+             ** redacted **   [31mred"
+        );
+        // Any JWT-shaped text, not only the one sent.
+        let other = "eyJ0eXAiOiJKV1QifQ.eyJpc3MiOiJ4In0.AAAA";
+        assert_eq!(
+            sanitize(&format!("got {other}."), &[]),
+            "got ** redacted **"
+        );
+        assert_eq!(sanitize("eyJust a word", &[]), "eyJust a word");
+        let long = sanitize(&"x".repeat(5000), &[]);
+        assert!(long.ends_with("… (5000 characters in all)"), "{long}");
+        assert_eq!(
+            long.chars().count(),
+            REMOTE_TEXT_MAX + "… (5000 characters in all)".len() - 2
+        );
+    }
+
+    fn sts_creds(id: &str, expiration: OffsetDateTime) -> aws_sdk_sts::types::Credentials {
+        aws_sdk_sts::types::Credentials::builder()
+            .access_key_id(id)
+            .secret_access_key("answerSecretKeyValue")
+            .session_token("answerSessionTokenValue")
+            .expiration(aws_sdk_sts::primitives::DateTime::from_secs(
+                expiration.unix_timestamp(),
+            ))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn answers_are_refused_as_a_whole_naming_the_field() {
+        let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let arn = "arn:aws:sts::123456789012:assumed-role/app/s";
+        let ok = accept_answer(
+            "AssumeRole",
+            "r".into(),
+            Some(&sts_creds("ASIA0123456789ABCDEF", later)),
+            Some(arn),
+        );
+        assert_eq!(ok.unwrap().access_key_id, "ASIA0123456789ABCDEF");
+
+        let hostile = "ASIA0123456789ABCDEF\n[evil]\ncredential_process = /bin/sh";
+        let e = accept_answer(
+            "AssumeRole",
+            "r".into(),
+            Some(&sts_creds(hostile, later)),
+            Some(arn),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "AssumeRole r: unusable answer from the STS endpoint (credentials refused: \
+                 AccessKeyId \"ASIA0123456789ABCDEF\\n[evil]\\ncredential_p\"… contains '\\n'"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("nothing was written"), "{e}");
+
+        let long_ago = OffsetDateTime::now_utc() - time::Duration::days(400);
+        let e = accept_answer(
+            "AssumeRole",
+            "r".into(),
+            Some(&sts_creds("ASIA0123456789ABCDEF", long_ago)),
+            Some("arn:aws:sts::1:assumed-role/\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("Expiration ") && e.contains(" already expired"),
+            "{e}"
+        );
+        assert!(
+            e.contains("AssumedRoleUser.Arn \"arn:aws:sts::1:assumed-role/\\n\""),
+            "{e}"
+        );
+        assert!(!e.contains("answerSecretKeyValue") && !e.contains("answerSessionTokenValue"));
     }
 }

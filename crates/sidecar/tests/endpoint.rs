@@ -107,7 +107,7 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
 /// the status and body.
 fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let auth = authorization
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();

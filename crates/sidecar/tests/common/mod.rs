@@ -125,26 +125,42 @@ impl World {
         cmd
     }
 
-    /// Runs `sidecar --once` and returns its output (bounded to 60 s).
+    /// Runs `sidecar --once` and returns its output (bounded to 180 s, a
+    /// guard against a hung process, not a timing expectation).
     pub fn once(&self, args: &[&str]) -> Output {
         self.once_with(self.sidecar(args).arg("--once"))
     }
 
+    /// Runs `cmd` to its end with its output in files (not pipes: a process
+    /// that writes more than a pipe holds, say at `RUST_LOG=trace`, would
+    /// block until killed) and returns its status and output.
     pub fn once_with(&self, cmd: &mut Command) -> Output {
+        let n = tempcreds_tests::unique_suffix();
+        let (out_path, err_path) = (
+            self.path(&format!("once-{n}.stdout")),
+            self.path(&format!("once-{n}.stderr")),
+        );
         let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("tempcreds-sidecar --once did not exit within 60 s");
+                panic!("tempcreds-sidecar --once did not exit within 180 s");
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(&out_path).unwrap(),
+            stderr: std::fs::read(&err_path).unwrap(),
         }
-        child.wait_with_output().unwrap()
     }
 
     /// Starts `sidecar run` in the background with logs to a file.
@@ -197,7 +213,8 @@ impl Running {
     /// The HTTP status of `GET path` on the health address, if it answers.
     pub fn probe(&self, path: &str) -> Option<u16> {
         let mut s = TcpStream::connect(("127.0.0.1", self.health_port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        // A guard against a hung listener, not a latency expectation.
+        s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
         write!(
             s,
             "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -212,7 +229,7 @@ impl Running {
     pub fn wait_ready(&mut self) {
         wait_until(
             "the sidecar to become ready",
-            Duration::from_secs(30),
+            Duration::from_secs(120),
             || {
                 if let Some(status) = self.child.try_wait().unwrap() {
                     panic!("the sidecar exited with {status}; logs:\n{}", self.logs());
@@ -240,8 +257,16 @@ impl Drop for Running {
     }
 }
 
-/// Polls `cond` every 20 ms until it holds, failing after `limit`.
+/// The shortest time [`wait_until`] waits before failing.
+pub const WAIT_FLOOR: Duration = Duration::from_secs(300);
+
+/// Polls `cond` every 20 ms until it holds, failing after `limit` or
+/// [`WAIT_FLOOR`], whichever is longer. The limit is a guard against a hung
+/// process, never a timing expectation: the floor keeps a loaded machine
+/// (`make test` beside a release build) from failing a test whose condition
+/// comes true late, and a passing test never waits longer for it.
 pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let limit = limit.max(WAIT_FLOOR);
     let deadline = Instant::now() + limit;
     while !cond() {
         assert!(
