@@ -652,16 +652,22 @@ mod tests {
             Duration::from_secs(3600),
         )
         .unwrap();
+        // Polls until `done` holds; the limit only guards against a hang
+        // (a loaded machine makes the watcher slower, never wrong).
+        async fn eventually(what: &str, done: impl Fn() -> bool) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while !done() {
+                assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let wait_for = |want: &'static str| {
             let config = config.clone();
             async move {
-                for _ in 0..100 {
-                    if config.load().sidecar.image == want {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                panic!("config never became {want}");
+                eventually(&format!("config image {want}"), || {
+                    config.load().sidecar.image == want
+                })
+                .await
             }
         };
         // Rewritten in place, then replaced by a rename (as editors and
@@ -673,13 +679,18 @@ mod tests {
         std::fs::rename(&tmp, &path).unwrap();
         wait_for("three").await;
         std::fs::write(&path, "sidecar: {image: four, typo: 1}\n").unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The reloader read the invalid file (and counted it as rejected)...
+        let failed = || {
+            metrics
+                .render()
+                .lines()
+                .find_map(|l| l.strip_prefix("tempcreds_webhook_config_reloads_failed_total "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        eventually("the invalid config is rejected", || failed() >= 1).await;
+        // ...and kept the config it had.
         assert_eq!(config.load().sidecar.image, "three");
-        let text = metrics.render();
-        assert!(
-            text.contains("tempcreds_webhook_config_reloads_failed_total 1"),
-            "{text}"
-        );
     }
 
     #[test]

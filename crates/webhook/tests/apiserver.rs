@@ -69,7 +69,7 @@ impl Webhook {
     fn stop(mut self) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(status.success(), "exit {status}; log:\n{}", self.log());
@@ -103,7 +103,7 @@ fn register(cp: &ControlPlane, pki: &common::Pki, port: u16, label: &str) -> Reg
 
 async fn wait_ready(pki: &common::Pki, port: u16, webhook: &Webhook) {
     let client = common::client(&pki.root_pem());
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(r) = client
             .get(format!("https://127.0.0.1:{port}/readyz"))

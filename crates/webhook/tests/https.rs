@@ -20,6 +20,20 @@ use tempcreds_webhook::server::{AppState, router, serve};
 use tempcreds_webhook::tls::CertStore;
 use tempcreds_webhook::watch::spawn_reloader;
 
+/// How long the test waits for anything before it fails: only a hang
+/// takes this long.
+const GUARD: Duration = Duration::from_secs(120);
+
+/// The value of a counter in the metrics text (0 when absent).
+fn counter(metrics: &Metrics, name: &str) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 async fn served_leaf(client: &reqwest::Client, url: &str) -> Vec<u8> {
     let response = client.get(format!("{url}/healthz")).send().await.unwrap();
     let info = response
@@ -117,10 +131,20 @@ async fn rotates_the_certificate_without_a_failed_request() {
         }));
     }
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load runs before, during and after each rotation; the test waits
+    // for progress (requests answered, reloads counted), never for a time.
+    let served = || ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed);
+    let progress = |at_least: u64| async move {
+        let deadline = Instant::now() + GUARD;
+        while served() < at_least {
+            assert!(Instant::now() < deadline, "the load stopped being served");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    progress(10).await;
     let second = pki.leaf("second");
     certs.rotate(&second.chain_pem, &second.key_pem);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + GUARD;
     while served_leaf(&client, &url).await != second.der {
         assert!(
             Instant::now() < deadline,
@@ -133,17 +157,18 @@ async fn rotates_the_certificate_without_a_failed_request() {
     // the second certificate stays in service.
     let third = pki.leaf("third");
     certs.rotate(&third.chain_pem, &second.key_pem);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let deadline = Instant::now() + GUARD;
+    while counter(&metrics, "tempcreds_webhook_tls_reloads_failed_total") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the broken update was never refused: {}",
+            metrics.render()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(served_leaf(&client, &url).await, second.der);
-    assert!(
-        metrics
-            .render()
-            .contains("tempcreds_webhook_tls_reloads_failed_total 1"),
-        "{}",
-        metrics.render()
-    );
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    progress(served() + 10).await;
     stop.store(true, Ordering::Relaxed);
     for l in loops {
         l.await.unwrap();
@@ -154,8 +179,5 @@ async fn rotates_the_certificate_without_a_failed_request() {
 
     // Graceful shutdown returns once connections are drained.
     let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(GUARD, server).await.unwrap().unwrap();
 }

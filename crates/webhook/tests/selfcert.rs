@@ -141,7 +141,7 @@ impl Webhook {
         let url = format!("https://127.0.0.1:{}/healthz", self.port);
         wait_until(
             "the webhook serves a certificate from the stored CA",
-            Duration::from_secs(30),
+            Duration::from_secs(120),
             || {
                 if let Ok(Some(status)) = self.child.try_wait() {
                     panic!("webhook exited with {status}: {}", self.log());
@@ -161,7 +161,7 @@ impl Drop for Webhook {
 
 /// Waits up to 30 s.
 fn wait(what: &str, cond: impl FnMut() -> bool) {
-    wait_until(what, Duration::from_secs(30), cond);
+    wait_until(what, Duration::from_secs(120), cond);
 }
 
 #[test]
