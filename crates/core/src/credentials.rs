@@ -407,9 +407,8 @@ pub fn check_ini_value(
             describe_char(c)
         )));
     }
-    if value.starts_with('[') {
-        return Err(what("starts with [, which starts a section".into()));
-    }
+    // A value always follows `key = ` on its line, so `[` in it (even
+    // first) never starts a section: it is written as it is.
     Ok(())
 }
 
@@ -539,6 +538,29 @@ mod tests {
         assert!(
             e.contains("AccessKeyId") && e.contains("'\\n' (U+000A)"),
             "{e}"
+        );
+    }
+
+    /// Found by the credential_files fuzz target: a session token
+    /// starting with `[` passed the answer check but the writer refused it.
+    /// After `key = ` a `[` starts no section: it is written and read back.
+    #[test]
+    fn a_value_starting_with_a_bracket_is_written_and_read_back() {
+        let c = creds_with("ASIAAAAAAAAAAAAAAAAA", "[secret", "[token]");
+        c.validate(NOW).unwrap();
+        let ini = c.to_ini("default").unwrap();
+        let sections = parse_ini(&ini);
+        assert_eq!(sections.len(), 1, "{ini}");
+        assert_eq!(
+            sections[0].1,
+            [
+                (
+                    "aws_access_key_id".to_owned(),
+                    "ASIAAAAAAAAAAAAAAAAA".to_owned()
+                ),
+                ("aws_secret_access_key".to_owned(), "[secret".to_owned()),
+                ("aws_session_token".to_owned(), "[token]".to_owned()),
+            ]
         );
     }
 

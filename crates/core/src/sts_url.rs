@@ -79,6 +79,13 @@ pub fn check_sts_url(raw: &str, allow_plain_http: bool) -> Result<(), StsUrlErro
         Ok(url) => url,
         Err(e) => return invalid(format!("is not a URL ({e}); {EXPECTED}")),
     };
+    // The parser percent-encodes and punycodes what it takes: the URL the
+    // sidecar uses must be within the limit too.
+    if url.as_str().len() > MAX_LEN {
+        return invalid(format!(
+            "is longer than {MAX_LEN} characters once encoded as a URL; {EXPECTED}"
+        ));
+    }
     let scheme = url.scheme();
     if scheme != "https" && scheme != "http" {
         return invalid(format!(
@@ -213,6 +220,16 @@ mod tests {
         }
         let long = format!("https://{}.com", "a".repeat(MAX_LEN));
         assert!(refused(&long).contains("longer than 2048"));
+        // Found by the sts_url fuzz target: 700 characters that the parser
+        // percent-encodes to over 2048 were accepted, and the URL the
+        // sidecar would use was not.
+        let encoded = format!("https://sts.example.com/{}", "\u{fffd}".repeat(700));
+        assert!(encoded.chars().count() < MAX_LEN);
+        assert!(
+            refused(&encoded).contains("longer than 2048 characters once encoded"),
+            "{}",
+            refused(&encoded)
+        );
     }
 
     #[test]
