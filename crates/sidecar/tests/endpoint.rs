@@ -23,29 +23,12 @@ const SECRET: &str = "endpointSecretAccessKeyValue+1";
 /// under 15 minutes left before every call.
 const EVERY_5S: [&str; 4] = ["--session-duration", "900", "--refresh-before", "895s"];
 
-fn secret_args(keys: &KubeletDir, sts_url: &str) -> Vec<String> {
-    [
-        "--source",
-        "secret",
-        "--role-arn",
-        &role("app"),
-        "--access-key-id-file",
-        &keys.path("aws_access_key_id").display().to_string(),
-        "--secret-access-key-file",
-        &keys.path("aws_secret_access_key").display().to_string(),
-        "--region",
-        "us-east-1",
-        "--session-name",
-        "endpoint-test",
-        "--sts-endpoint",
-        sts_url,
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
+/// The common secret-keys arguments, assuming role `app` as session
+/// `endpoint-test`.
+fn endpoint_args(keys: &KubeletDir, sts_url: &str) -> Vec<String> {
+    let mut args = secret_args(keys, sts_url, Some(&role("app")));
+    args.extend(["--session-name".to_owned(), "endpoint-test".to_owned()]);
+    args
 }
 
 /// How an application container is told where its credentials are.
@@ -132,9 +115,9 @@ fn sdks_read_the_endpoint_with_the_token_and_anything_else_is_refused() {
     let w = World::new();
     let keys = w.keys(ID, SECRET);
     let port = free_port();
-    let mut args = secret_args(&keys, &moto.url());
+    let mut args = endpoint_args(&keys, &moto.url());
     args.extend(["--endpoint-addr".into(), format!("127.0.0.1:{port}")]);
-    let mut sidecar = w.spawn(&mut w.sidecar(&strs(&args)));
+    let mut sidecar = w.spawn(&mut w.sidecar(&args));
     sidecar.wait_ready();
 
     // The token file: random, no trailing newline, readable by the app.
@@ -226,9 +209,9 @@ fn the_endpoint_answers_503_until_sts_has_answered_and_binds_only_loopback() {
     let keys = w.keys(ID, SECRET);
     let port = free_port();
     // STS refuses connections: no credentials will arrive.
-    let mut args = secret_args(&keys, "http://127.0.0.1:9");
+    let mut args = endpoint_args(&keys, "http://127.0.0.1:9");
     args.extend(["--endpoint-addr".into(), format!("127.0.0.1:{port}")]);
-    let sidecar = w.spawn(&mut w.sidecar(&strs(&args)));
+    let sidecar = w.spawn(&mut w.sidecar(&args));
     let token_path = w.out.join("endpoint-token");
     wait_until(
         "the token file and the endpoint",
@@ -246,7 +229,7 @@ fn the_endpoint_answers_503_until_sts_has_answered_and_binds_only_loopback() {
     // Any other address is refused before anything is bound.
     let i = args.iter().position(|a| a == "--endpoint-addr").unwrap();
     args[i + 1] = format!("0.0.0.0:{port}");
-    let out = w.once(&strs(&args));
+    let out = w.once(&args);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(
@@ -312,12 +295,12 @@ fn long_running(delivery: fn(u16) -> Delivery) -> (Vec<String>, Vec<String>) {
     let keys = w.keys(ID, SECRET);
     let port = free_port();
     let delivery = delivery(port);
-    let mut args = secret_args(&keys, &moto.url());
+    let mut args = endpoint_args(&keys, &moto.url());
     args.extend(EVERY_5S.map(str::to_owned));
     if let Delivery::Endpoint(port) = delivery {
         args.extend(["--endpoint-addr".into(), format!("127.0.0.1:{port}")]);
     }
-    let mut sidecar = w.spawn(&mut w.sidecar(&strs(&args)));
+    let mut sidecar = w.spawn(&mut w.sidecar(&args));
     sidecar.wait_ready();
 
     let stop = w.path("stop");

@@ -302,31 +302,6 @@ impl HoldProxy {
     }
 }
 
-fn secret_args<'a>(keys: &'a [String; 3], url: &'a str) -> Vec<&'a str> {
-    vec![
-        "--source",
-        "secret",
-        "--role-arn",
-        &keys[2],
-        "--access-key-id-file",
-        &keys[0],
-        "--secret-access-key-file",
-        &keys[1],
-        "--region",
-        "us-east-1",
-        "--sts-endpoint",
-        url,
-    ]
-}
-
-fn key_paths(keys: &KubeletDir) -> [String; 3] {
-    [
-        keys.path("aws_access_key_id").display().to_string(),
-        keys.path("aws_secret_access_key").display().to_string(),
-        role("app"),
-    ]
-}
-
 /// The `error` fields of the sidecar's JSON log lines.
 fn logged_errors(logs: &str) -> Vec<String> {
     logs.lines()
@@ -341,7 +316,6 @@ fn answers_that_would_add_a_profile_are_expired_or_not_sts_are_refused_before_an
     let sts = FakeSts::start(Duration::from_secs(3600));
     let w = World::new();
     let keys = w.keys(ID, SECRET);
-    let paths = key_paths(&keys);
     let url = sts.url();
     for (mode, expected) in [
         (
@@ -362,7 +336,7 @@ fn answers_that_would_add_a_profile_are_expired_or_not_sts_are_refused_before_an
         ),
     ] {
         sts.set(mode);
-        let out = w.once(&secret_args(&paths, &url));
+        let out = w.once(&secret_args(&keys, &url, Some(&role("app"))));
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{mode:?}: {err}");
         let errors = logged_errors(&err).join("\n");
@@ -379,9 +353,8 @@ fn a_refused_answer_keeps_the_last_credentials_and_is_retried() {
     let sts = FakeSts::start(Duration::from_secs(3600));
     let w = World::new();
     let mut keys = w.keys(ID, SECRET);
-    let paths = key_paths(&keys);
     let url = sts.url();
-    let mut sidecar = w.spawn(&mut w.sidecar(&secret_args(&paths, &url)));
+    let mut sidecar = w.spawn(&mut w.sidecar(&secret_args(&keys, &url, Some(&role("app")))));
     sidecar.wait_ready();
     let files = || {
         ["credentials", "credentials.json", "config"]
@@ -452,10 +425,9 @@ fn an_endpoint_echoing_the_request_gets_no_secret_into_the_logs() {
     // A chained AssumeRole: the first session's token is in the echoed
     // X-Amz-Security-Token header.
     let keys = w.keys(ID, SECRET);
-    let paths = key_paths(&keys);
     let next = role("next");
-    let mut args = secret_args(&paths, &url);
-    args.extend(["--chain-role-arn", &next]);
+    let mut args = secret_args(&keys, &url, Some(&role("app")));
+    args.extend(["--chain-role-arn".to_owned(), next]);
     let out = w.once(&args);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -473,9 +445,8 @@ fn throttling_and_503s_keep_the_credentials_and_back_off_with_growing_gaps() {
     let sts = FakeSts::start(Duration::from_secs(3600));
     let w = World::new();
     let mut keys = w.keys(ID, SECRET);
-    let paths = key_paths(&keys);
     let url = sts.url();
-    let mut sidecar = w.spawn(&mut w.sidecar(&secret_args(&paths, &url)));
+    let mut sidecar = w.spawn(&mut w.sidecar(&secret_args(&keys, &url, Some(&role("app")))));
     sidecar.wait_ready();
     let good = w.credentials();
 
@@ -554,9 +525,8 @@ fn a_slow_sts_delays_refreshes_but_not_the_health_endpoints_or_the_files() {
     let proxy = HoldProxy::start(moto.port());
     let w = World::new();
     let mut keys = w.keys(ID, SECRET);
-    let paths = key_paths(&keys);
     let url = proxy.url();
-    let mut sidecar = w.spawn(&mut w.sidecar(&secret_args(&paths, &url)));
+    let mut sidecar = w.spawn(&mut w.sidecar(&secret_args(&keys, &url, Some(&role("app")))));
     sidecar.wait_ready();
     let before = w.credentials();
 

@@ -11,32 +11,13 @@ use tempcreds_tests::Moto;
 const LONG_TERM_ID: &str = "AKIALONGTERMEXAMPLE";
 const LONG_TERM_SECRET: &str = "longTermSecretKeyValue/Example+123";
 
-fn secret_args<'a>(keys: &'a KubeletDir, moto_url: &'a str) -> Vec<String> {
-    vec![
-        "--source".into(),
-        "secret".into(),
-        "--access-key-id-file".into(),
-        keys.path("aws_access_key_id").display().to_string(),
-        "--secret-access-key-file".into(),
-        keys.path("aws_secret_access_key").display().to_string(),
-        "--region".into(),
-        "us-east-1".into(),
-        "--sts-endpoint".into(),
-        moto_url.into(),
-    ]
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 #[test]
 fn secret_with_role_calls_assume_role_once_with_every_parameter_and_never_get_session_token() {
     let moto = Moto::start();
     let w = World::new();
     let keys = w.keys(LONG_TERM_ID, LONG_TERM_SECRET);
     let role = role("app");
-    let mut args = secret_args(&keys, &moto.url());
+    let mut args = secret_args(&keys, &moto.url(), None);
     args.extend(
         [
             "--role-arn",
@@ -60,7 +41,7 @@ fn secret_with_role_calls_assume_role_once_with_every_parameter_and_never_get_se
         ]
         .map(String::from),
     );
-    let out = w.once(&strs(&args));
+    let out = w.once(&args);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let calls = moto.sts_requests();
@@ -115,9 +96,9 @@ fn secret_without_role_calls_get_session_token_once() {
     let moto = Moto::start();
     let w = World::new();
     let keys = w.keys(LONG_TERM_ID, LONG_TERM_SECRET);
-    let mut args = secret_args(&keys, &moto.url());
+    let mut args = secret_args(&keys, &moto.url(), None);
     args.extend(["--session-duration", "36h"].map(String::from));
-    let out = w.once(&strs(&args));
+    let out = w.once(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = moto.sts_requests();
     assert_eq!(moto.actions(), ["GetSessionToken"]);
@@ -257,9 +238,9 @@ fn secret_chain_is_assume_role_twice_never_get_session_token() {
     let w = World::new();
     let keys = w.keys(LONG_TERM_ID, LONG_TERM_SECRET);
     let (first, second) = (role("first"), role("second"));
-    let mut args = secret_args(&keys, &moto.url());
+    let mut args = secret_args(&keys, &moto.url(), None);
     args.extend(["--role-arn", &first, "--chain-role-arn", &second].map(String::from));
-    let out = w.once(&strs(&args));
+    let out = w.once(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = moto.sts_requests();
     assert_eq!(moto.actions(), ["AssumeRole", "AssumeRole"]);
@@ -308,7 +289,7 @@ fn pod_name_tag_key_tags_the_first_assume_role_with_the_pod_name() {
     let keys = w.keys(LONG_TERM_ID, LONG_TERM_SECRET);
     let role = role("app");
     let next = "arn:aws:iam::210987654321:role/next".to_owned();
-    let mut args = secret_args(&keys, &moto.url());
+    let mut args = secret_args(&keys, &moto.url(), None);
     args.extend(
         [
             "--role-arn",
@@ -328,7 +309,7 @@ fn pod_name_tag_key_tags_the_first_assume_role_with_the_pod_name() {
         ]
         .map(String::from),
     );
-    let out = w.once(&strs(&args));
+    let out = w.once(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = moto.sts_requests();
     assert_eq!(moto.actions(), ["AssumeRole", "AssumeRole"]);
@@ -361,7 +342,7 @@ fn pod_name_tag_key_tags_the_first_assume_role_with_the_pod_name() {
     // Without a pod name there is nothing to tag with: a configuration
     // error (exit 64) before any call.
     let moto = Moto::start();
-    let mut args = secret_args(&keys, &moto.url());
+    let mut args = secret_args(&keys, &moto.url(), None);
     args.extend(
         [
             "--role-arn",
@@ -371,7 +352,7 @@ fn pod_name_tag_key_tags_the_first_assume_role_with_the_pod_name() {
         ]
         .map(String::from),
     );
-    let out = w.once(&strs(&args));
+    let out = w.once(&args);
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("TEMPCREDS_POD_NAME"),

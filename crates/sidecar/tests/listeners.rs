@@ -52,26 +52,10 @@ fn patient_probe(port: u16, path: &str) -> u16 {
 fn a_thousand_half_sent_requests_are_closed_and_the_health_probe_still_answers() {
     let w = World::new();
     let keys = w.keys("AKIALISTENEREXAMPLE1", "listenerSecretAccessKey+1");
-    let id = keys.path("aws_access_key_id").display().to_string();
-    let secret = keys.path("aws_secret_access_key").display().to_string();
-    let role = role("app");
-    let mut sidecar = w.spawn(&mut w.sidecar(&[
-        "--source",
-        "secret",
-        "--role-arn",
-        &role,
-        "--access-key-id-file",
-        &id,
-        "--secret-access-key-file",
-        &secret,
-        "--region",
-        "us-east-1",
-        // Nothing listens there: STS is not needed here.
-        "--sts-endpoint",
-        "http://127.0.0.1:9",
-        "--listener-header-timeout",
-        "1s",
-    ]));
+    // Nothing listens at the STS endpoint: STS is not needed here.
+    let mut args = secret_args(&keys, "http://127.0.0.1:9", Some(&role("app")));
+    args.extend(["--listener-header-timeout".to_owned(), "1s".to_owned()]);
+    let mut sidecar = w.spawn(&mut w.sidecar(&args));
     wait_until("the health listener", Duration::from_secs(120), || {
         if let Some(status) = sidecar.child.try_wait().unwrap() {
             panic!(

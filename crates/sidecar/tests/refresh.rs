@@ -28,27 +28,8 @@ const FAST: [&str; 4] = ["--session-duration", "900", "--refresh-before", "895s"
 const GUARD: Duration = Duration::from_secs(300);
 
 fn secret_run(w: &World, keys: &KubeletDir, moto: &Moto, extra: &[&str]) -> Running {
-    let (id, secret) = (
-        keys.path("aws_access_key_id").display().to_string(),
-        keys.path("aws_secret_access_key").display().to_string(),
-    );
-    let role = role("app");
-    let mut args = vec![
-        "--source",
-        "secret",
-        "--role-arn",
-        &role,
-        "--access-key-id-file",
-        &id,
-        "--secret-access-key-file",
-        &secret,
-        "--region",
-        "us-east-1",
-        "--sts-endpoint",
-    ];
-    let url = moto.url();
-    args.push(&url);
-    args.extend_from_slice(extra);
+    let mut args = secret_args(keys, &moto.url(), Some(&role("app")));
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     w.spawn(&mut w.sidecar(&args))
 }
 

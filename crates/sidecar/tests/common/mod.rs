@@ -109,7 +109,7 @@ impl World {
 
     /// The sidecar binary with a clean environment: no AWS or TEMPCREDS
     /// variables from the outside, no profile files, no instance metadata.
-    pub fn sidecar(&self, args: &[&str]) -> Command {
+    pub fn sidecar<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tempcreds-sidecar"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -127,7 +127,7 @@ impl World {
 
     /// Runs `sidecar --once` and returns its output (bounded to 180 s, a
     /// guard against a hung process, not a timing expectation).
-    pub fn once(&self, args: &[&str]) -> Output {
+    pub fn once<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
         self.once_with(self.sidecar(args).arg("--once"))
     }
 
@@ -366,4 +366,26 @@ pub fn moto_with_auth(w: &World) -> (Moto, String, String) {
     let id = parts.next().unwrap().to_owned();
     let secret = parts.next().unwrap().to_owned();
     (moto, id, secret)
+}
+
+/// Arguments of a sidecar that uses the long-term keys in `keys`
+/// (`--source secret`, region us-east-1) against the STS at `sts_url`, and
+/// assumes `role` with them (without one: GetSessionToken).
+pub fn secret_args(keys: &KubeletDir, sts_url: &str, role: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "--source".to_owned(),
+        "secret".to_owned(),
+        "--access-key-id-file".to_owned(),
+        keys.path("aws_access_key_id").display().to_string(),
+        "--secret-access-key-file".to_owned(),
+        keys.path("aws_secret_access_key").display().to_string(),
+        "--region".to_owned(),
+        "us-east-1".to_owned(),
+        "--sts-endpoint".to_owned(),
+        sts_url.to_owned(),
+    ];
+    if let Some(role) = role {
+        args.extend(["--role-arn".to_owned(), role.to_owned()]);
+    }
+    args
 }
