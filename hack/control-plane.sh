@@ -9,6 +9,14 @@
 # DIR/env is a shell file exporting KUBECONFIG, TEMPCREDS_APISERVER_URL,
 # TEMPCREDS_APISERVER_CA and TEMPCREDS_SA_ISSUER.
 #
+# TEMPCREDS_APISERVER_FOR_PODS=1 (hack/with-control-plane.sh --node sets it)
+# readies the API server for pods of a node that hack/node.sh adds later:
+# it listens on every address (so pods reach it on the node's bridge, whose
+# address is only known when the node starts) instead of loopback only, and
+# leaves the `kubernetes` Service's endpoints to hack/node.sh
+# (--endpoint-reconciler-type none): it would advertise 127.0.0.1, which
+# means the pod itself inside a pod. Clients still use 127.0.0.1.
+#
 # The API server is set up so that the parts tempcreds needs are real:
 # service-account signing keys and an HTTPS issuer (TokenRequest, projected
 # tokens, /.well-known/openid-configuration and its JWKS), RBAC authorization
@@ -90,10 +98,15 @@ start() {
 
   local url="https://127.0.0.1:${api_port}"
   local pki="${dir}/pki"
+  local bind=127.0.0.1 reconciler=lease
+  if [[ "${TEMPCREDS_APISERVER_FOR_PODS:-0}" == "1" ]]; then
+    bind=0.0.0.0 reconciler=none
+  fi
   say "starting kube-apiserver ${PIN_KUBE} on ${url}"
   "$kas_bin" \
     --etcd-servers "http://127.0.0.1:${etcd_port}" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --bind-address "$bind" --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --endpoint-reconciler-type "$reconciler" \
     --cert-dir "${dir}/cert-dir" \
     --tls-cert-file "${pki}/apiserver.crt" --tls-private-key-file "${pki}/apiserver.key" \
     --client-ca-file "${pki}/ca.crt" \
@@ -155,6 +168,8 @@ export KUBECONFIG='${dir}/kubeconfig'
 export TEMPCREDS_APISERVER_URL='${url}'
 export TEMPCREDS_APISERVER_CA='${pki}/ca.crt'
 export TEMPCREDS_SA_ISSUER='${url}'
+export TEMPCREDS_APISERVER_PORT='${api_port}'
+export TEMPCREDS_APISERVER_BIND='${bind}'
 ENV
   say "control plane ready in $(( SECONDS - start_s ))s: source ${dir}/env"
 }

@@ -3,7 +3,8 @@
 # takes it away again without leaving anything behind on the host:
 #
 #   hack/node.sh start DIR   containerd, CNI bridge, kubelet,
-#                            kube-controller-manager and kube-scheduler;
+#                            kube-controller-manager, kube-scheduler and
+#                            kube-proxy;
 #                            waits until the node is Ready and the `default`
 #                            ServiceAccount and `kube-root-ca.crt` ConfigMap
 #                            exist, then appends the node's variables to DIR/env
@@ -30,6 +31,20 @@
 # address: where pods reach servers on the host, which may listen on it as
 # soon as start returns), TEMPCREDS_NODE_DIR, CONTAINERD_ADDRESS and
 # CONTAINERD_NAMESPACE (so a bare `ctr images import FILE.tar` loads an image).
+#
+# Services: kube-proxy (iptables mode) makes Service IPs work on the node:
+# pods reach the API server through the `kubernetes` Service (10.0.0.1:443)
+# and the API server reaches webhook Services the way a real cluster's
+# control-plane node does (its connections to a ClusterIP go through
+# kube-proxy's OUTPUT rules). For pods to reach it, the API server must
+# listen beyond loopback: hack/control-plane.sh does so with
+# TEMPCREDS_APISERVER_FOR_PODS=1 (with-control-plane.sh --node sets it), and
+# this script then points the `kubernetes` Service's endpoints at the
+# bridge's gateway. kube-proxy's chains have fixed names in the host's one
+# network namespace, so only one node per host runs it: a second node started
+# while the first runs has no Service routing, and its env says
+# TEMPCREDS_NODE_SERVICES=0. Its rules are removed with `kube-proxy --cleanup`
+# when its node stops.
 #
 # Images: no registry is reachable. The pause image is built by
 # hack/install-node-tools.sh; every docker/OCI archive named in
@@ -64,7 +79,7 @@ node_name="${TEMPCREDS_NODE_NAME:-tempcreds-node}"
 image_ns=k8s.io
 # The node's NoSchedule taint; tests' pods tolerate it (tests/src/node.rs).
 NODE_TAINT_KEY=tempcreds.io/test-node
-components=(kube-scheduler kube-controller-manager kubelet containerd)
+components=(kube-proxy kube-scheduler kube-controller-manager kubelet containerd)
 
 # Sysctls the kubelet (vm.*, kernel.*) and the bridge plugin (forwarding)
 # set, restored on stop. Any other key found changed is reported.
@@ -73,6 +88,8 @@ restored_sysctls=(
   net.ipv6.conf.all.forwarding net.ipv6.conf.default.forwarding
   vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes
+  net.ipv4.conf.all.route_localnet net.netfilter.nf_conntrack_max
+  net.netfilter.nf_conntrack_tcp_timeout_established net.netfilter.nf_conntrack_tcp_timeout_close_wait
 )
 # Keys that change by themselves, or belong to interfaces that come and go.
 volatile_sysctls='^(fs\.(dentry-state|file-nr|inode-nr|inode-state|aio-nr|quota\.)|kernel\.(ns_last_pid|random\.|pty\.nr)|net\.netfilter\.nf_conntrack_count|net\.(ipv4|ipv6)\.(conf|neigh)\.(tcbr|veth))'
@@ -399,6 +416,98 @@ import_images() {
   say "imported ${#archives[@]} image archive(s)"
 }
 
+# ------------------------------------------------------------- kube-proxy
+
+# Takes the host's one kube-proxy slot for this node; fails if a live peer
+# holds it. Runs under the registry lock.
+claim_kube_proxy() {
+  local holder="${registry}/kube-proxy.dir"
+  if [[ -f "$holder" && "$(cat "$holder")" != "$dir" ]] && node_live "$(cat "$holder")"; then
+    return 1
+  fi
+  echo "$dir" > "$holder"
+}
+
+# Removes kube-proxy's rules if this node ran it, and frees the slot.
+release_kube_proxy() {
+  local holder="${registry}/kube-proxy.dir"
+  [[ -f "$holder" && "$(cat "$holder")" == "$dir" ]] || return 0
+  "${KUBE_BIN_DIR}/kube-proxy" --cleanup --v=0 >>"${node}/kube-proxy.log" 2>&1 \
+    || say "warning: kube-proxy --cleanup failed; see ${node}/kube-proxy.log"
+  rm -f "$holder"
+}
+
+start_kube_proxy() {
+  client_cert kube-proxy "/CN=system:kube-proxy"
+  # Conntrack sizes and timeouts left as the host has them (0), no
+  # route_localnet (localhostNodePorts false), NodePorts on the bridge only.
+  cat > "${node}/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: ${node}/kube-proxy.kubeconfig
+hostnameOverride: ${node_name}
+mode: iptables
+clusterCIDR: 10.244.${index}.0/24
+detectLocalMode: ClusterCIDR
+healthzBindAddress: 127.0.0.1:${proxy_healthz_port}
+metricsBindAddress: 127.0.0.1:${proxy_metrics_port}
+nodePortAddresses: ["${gateway}/32"]
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+iptables:
+  localhostNodePorts: false
+YAML
+  start_component kube-proxy "${KUBE_BIN_DIR}/kube-proxy" \
+    --config "${node}/kube-proxy.yaml" --v=1
+}
+
+# The `kubernetes` Service's EndpointSlice (what kube-proxy reads): the API
+# server's port on the bridge's gateway (hack/control-plane.sh with TEMPCREDS_APISERVER_FOR_PODS
+# listens there and leaves these to us).
+route_kubernetes_service() {
+  if [[ "${TEMPCREDS_APISERVER_BIND:-127.0.0.1}" != 0.0.0.0 ]]; then
+    say "the API server listens on loopback only: pods cannot reach it through the kubernetes Service"
+    return 0
+  fi
+  kc apply -f - >/dev/null <<YAML
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubernetes
+  namespace: default
+  labels:
+    kubernetes.io/service-name: kubernetes
+    endpointslice.kubernetes.io/managed-by: tempcreds-test-node
+addressType: IPv4
+endpoints:
+- addresses: ["${gateway}"]
+  conditions: {ready: true}
+ports:
+- {name: https, port: ${TEMPCREDS_APISERVER_PORT}, protocol: TCP}
+YAML
+}
+
+# Waits until kube-proxy has synced and, when pods can reach the API server,
+# until the `kubernetes` Service answers on its ClusterIP from the host (the
+# path the API server's own calls to webhook Services take too).
+wait_services() {
+  local t0="$1" ip
+  ip=$(kc -n default get service kubernetes -o 'jsonpath={.spec.clusterIP}')
+  until curl -fsS "http://127.0.0.1:${proxy_healthz_port}/healthz" >/dev/null 2>&1 \
+        && { [[ "${TEMPCREDS_APISERVER_BIND:-127.0.0.1}" != 0.0.0.0 ]] \
+             || curl -fsS --cacert "${dir}/pki/ca.crt" "https://${ip}/readyz" >/dev/null 2>&1; }; do
+    check_running
+    if (( EPOCHSECONDS - ${t0%.*} > 120 )); then
+      die "Service ${ip} not routed 120s after the node started; log: ${node}/kube-proxy.log"
+    fi
+    sleep 0.2
+  done
+}
+
 wait_ready() {
   local t0="$1"
   until [[ "$(kc get node "$node_name" \
@@ -423,6 +532,7 @@ append_env() {
 export TEMPCREDS_NODE_NAME='${node_name}'
 export TEMPCREDS_NODE_GATEWAY='${gateway}'
 export TEMPCREDS_NODE_DIR='${node}'
+export TEMPCREDS_NODE_SERVICES='${services}'
 export CONTAINERD_ADDRESS='${node}/containerd/containerd.sock'
 export CONTAINERD_NAMESPACE='${image_ns}'
 # node: end
@@ -435,7 +545,7 @@ start() {
   [[ $(id -u) == 0 ]] || die "the node needs root (containerd, runc, network, cgroups)"
   [[ -f "${dir}/env" && -f "${dir}/pki/ca.key" && -f "${dir}/pki/sa.key" ]] \
     || die "${dir} is not a running control plane's directory (start hack/control-plane.sh first)"
-  for bin in kubelet kube-controller-manager kube-scheduler; do
+  for bin in kubelet kube-controller-manager kube-scheduler kube-proxy; do
     [[ -x "${KUBE_BIN_DIR}/${bin}" ]] || die "${bin} ${PIN_KUBE} is not built; run hack/install-tools.sh"
   done
   [[ -x "$kubectl_bin" ]] || die "kubectl is not installed; run hack/install-tools.sh"
@@ -475,6 +585,7 @@ start() {
 
   kubelet_port=$(free_port); kubelet_healthz_port=$(free_port)
   kcm_port=$(free_port); scheduler_port=$(free_port)
+  proxy_healthz_port=$(free_port); proxy_metrics_port=$(free_port)
   write_kubelet_config
   make_cgroup_root
   say "starting kubelet on ${gateway}:${kubelet_port}, kube-controller-manager, kube-scheduler"
@@ -496,7 +607,18 @@ start() {
     --bind-address 127.0.0.1 --secure-port "$scheduler_port" --cert-dir "${node}/scheduler-certs" \
     --leader-elect=false --v=1
 
+  services=0
+  if with_registry_lock claim_kube_proxy; then
+    services=1
+    start_kube_proxy
+  else
+    say "warning: the node of $(cat "${registry}/kube-proxy.dir") runs this host's kube-proxy: no Service IPs on this node"
+  fi
   wait_ready "$t0"
+  if (( services )); then
+    route_kubernetes_service
+    wait_services "$t0"
+  fi
   append_env
   rm -f "${node}/starting"
   trap - EXIT
@@ -765,7 +887,8 @@ stop() {
   say "stopping the node in ${node}"
   # Controllers first, so nothing recreates pods; then the kubelet, so
   # nothing restarts the containers killed next.
-  stop_pids kube-scheduler kube-controller-manager kubelet
+  stop_pids kube-proxy kube-scheduler kube-controller-manager kubelet
+  with_registry_lock release_kube_proxy
   kill_containers
   unmount_all
   if [[ -n "$index" ]]; then

@@ -37,6 +37,7 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+if [[ "$with_node" == "1" ]]; then export TEMPCREDS_APISERVER_FOR_PODS=1; fi
 "${here}/control-plane.sh" start "$dir"
 if [[ "$with_node" == "1" ]]; then
   "${here}/node.sh" start "$dir"

@@ -13,6 +13,7 @@
 //! (default `~/.cache/tempcreds`); `make test` does that first.
 
 pub mod bins;
+pub mod helm;
 pub mod moto;
 pub mod node;
 pub mod pod;

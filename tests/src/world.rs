@@ -24,21 +24,26 @@ pub const SIDECAR: &str = "tempcreds";
 /// The sidecar image `make images` built, imported into the node's
 /// containerd; its reference is what the webhook injects.
 pub fn sidecar_image(node: &Node) -> String {
+    product_image(node, "tempcreds-sidecar")
+}
+
+/// The image `NAME` (`tempcreds-sidecar` or `tempcreds-webhook`) that `make
+/// images` built into `TEMPCREDS_IMAGES_DIR` (default `target/images`),
+/// imported into the node's containerd; returns its reference, the one the
+/// chart names by default.
+pub fn product_image(node: &Node, name: &str) -> String {
     let dir = std::env::var_os("TEMPCREDS_IMAGES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/images"));
-    let archive = dir.join("tempcreds-sidecar.tar");
+    let archive = dir.join(format!("{name}.tar"));
     assert!(
         archive.exists(),
         "{} is missing: run `make images` (make test builds it)",
         archive.display()
     );
     node.import_image(&archive)
-        .expect("import the sidecar image");
-    format!(
-        "ghcr.io/tempcreds/tempcreds-sidecar:{}",
-        env!("CARGO_PKG_VERSION")
-    )
+        .unwrap_or_else(|e| panic!("import the {name} image: {e:#}"));
+    format!("ghcr.io/tempcreds/{name}:{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// A test image of `hack/test-images.sh`, imported; returns its reference.

@@ -6,41 +6,17 @@
 //! real API server, and that Helm leaves nothing behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use tempcreds_tests::{ControlPlane, tool, unique_suffix};
+use tempcreds_tests::helm::{chart_dir, helm, ok};
+use tempcreds_tests::{ControlPlane, unique_suffix};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn chart() -> PathBuf {
-    root().join("charts/tempcreds")
-}
-
-fn helm(args: &[&str], kubeconfig: Option<&Path>) -> Output {
-    let mut cmd = Command::new(tool("helm"));
-    if let Some(k) = kubeconfig {
-        cmd.arg("--kubeconfig").arg(k);
-    }
-    // Keep helm's own cache and config out of the user's home.
-    let home = std::env::temp_dir().join("tempcreds-helm-home");
-    cmd.env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .args(args)
-        .output()
-        .expect("run helm")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    chart_dir()
 }
 
 fn template(sets: &[&str]) -> String {
