@@ -7,7 +7,10 @@
 #   - pod create -> app running with and without injection, pod deletion,
 #     a Job's completion after its app exits, the sidecar's memory in the
 #     running pod (tests/src/bin/node-bench.rs, BENCH_NODE_ROUNDS rounds,
-#     default 10).
+#     default 10);
+#   - the chart on the node: `helm install` to both webhook replicas Ready,
+#     and pod-creation latency through the in-cluster webhook against no
+#     webhook (hack/bench-chart.sh, BENCH_CHART_PODS pods, default 200).
 #
 # The cold build time of the node's binaries is the one hack/install-kube.sh
 # prints when it builds them ("built ... in Ns").
@@ -39,6 +42,10 @@ say "pods on the node (${rounds} rounds)"
 TEMPCREDS_IMAGES_DIR="${target}/images" \
   "${here}/with-control-plane.sh" --node "${target}/debug/node-bench" "$rounds" > "${work}/pods.txt"
 
+say "the chart on the node"
+TEMPCREDS_IMAGES_DIR="${target}/images" \
+  "${here}/with-control-plane.sh" --node "${here}/bench-chart.sh" > "${work}/chart.txt"
+
 commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 {
   echo "# tempcreds on a real node"
@@ -53,6 +60,7 @@ commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "| node start → Ready (containerd, kubelet, controller manager, scheduler; 3 runs) | ${starts[*]} s | | \`hack/node.sh start\` |"
   awk 'NR > 1 && $1 ~ /^tempcreds-/ && $2 ~ /:/ {printf "| image %s, uncompressed / archive | %s %s / %s %s | %s | `make images` |\n", $1, $3, $4, $5, $6, ($1 == "tempcreds-sidecar" ? "≤ 10 MiB" : "")}' "${work}/images.txt"
   cat "${work}/pods.txt"
+  cat "${work}/chart.txt"
 } > "$out"
 cat "$out"
 say "wrote ${out}"
