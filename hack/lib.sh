@@ -11,7 +11,8 @@ export TEMPCREDS_CACHE
 : "${PIN_KUBE:=v1.36.3}"
 : "${PIN_ETCD:=v3.6.16}"
 : "${PIN_KUBECTL_LAYER:=2.2.2}"
-export PIN_KUBE PIN_ETCD PIN_KUBECTL_LAYER
+: "${PIN_CERT_MANAGER:=v1.21.2}"
+export PIN_KUBE PIN_ETCD PIN_KUBECTL_LAYER PIN_CERT_MANAGER
 
 mkdir -p "${TEMPCREDS_CACHE}/bin"
 
@@ -21,6 +22,17 @@ mkdir -p "${TEMPCREDS_CACHE}/bin"
 KUBE_BIN_DIR="${TEMPCREDS_CACHE}/kube-${PIN_KUBE}-b3"
 KUBE_APISERVER_BIN="${KUBE_BIN_DIR}/kube-apiserver"
 ETCD_BIN_PATH="${TEMPCREDS_CACHE}/bin/etcd-${PIN_ETCD}"
+# cert-manager's controller, CA injector and CRDs (hack/install-cert-manager.sh).
+# The mains are ours (hack/cert-manager/*/main.go), so the directory's suffix
+# is a hash of them and of the build script: editing either builds anew
+# instead of reusing binaries built from the old sources.
+CERT_MANAGER_DIR="${TEMPCREDS_CACHE}/cert-manager-${PIN_CERT_MANAGER}-$(
+  cd "$(dirname "${BASH_SOURCE[0]}")" &&
+    cat cert-manager/controller/main.go cert-manager/cainjector/main.go install-cert-manager.sh |
+    sha256sum | cut -c1-10)"
+CERT_MANAGER_CONTROLLER_BIN="${CERT_MANAGER_DIR}/cert-manager-controller"
+CERT_MANAGER_CAINJECTOR_BIN="${CERT_MANAGER_DIR}/cert-manager-cainjector"
+CERT_MANAGER_CRDS="${CERT_MANAGER_DIR}/crds.yaml"
 
 say() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { say "error: $*"; exit 1; }

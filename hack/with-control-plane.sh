@@ -27,6 +27,8 @@ if [[ "${1:-}" == "--node" ]]; then with_node=1; shift; fi
 dir=$(mktemp -d "${TMPDIR:-/tmp}/tempcreds-cp.XXXXXX")
 cleanup() {
   if [[ "$with_node" == "1" ]]; then "${here}/node.sh" stop "$dir" || true; fi
+  # The command may have started cert-manager (hack/cert-manager.sh).
+  if [[ -d "${dir}/cert-manager" ]]; then "${here}/cert-manager.sh" stop "$dir" || true; fi
   "${here}/control-plane.sh" stop "$dir" || true
   if [[ "${TEMPCREDS_KEEP_CONTROL_PLANE_DIR:-}" == "1" ]]; then
     say "kept ${dir}"
