@@ -129,11 +129,12 @@ openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
 openssl x509 -req -in "${tls}/tls.csr" -CA "${tls}/ca.crt" -CAkey "${tls}/ca.key" -CAcreateserial \
   -days 1 -out "${tls}/tls.crt" -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n') 2>/dev/null
 printf 'sidecar:\n  image: ghcr.io/tempcreds/tempcreds-sidecar:0.1.0\nregion: us-east-1\n' >"${work}/config.yaml"
+# No Service routes to this local process: it may stop at once on SIGTERM.
 start_webhook() { # PORT [ENV...] ; sets hook_pid
   local port=$1; shift
   env -i PATH="$PATH" HOME="$work" RUST_LOG=warn "$@" "${rel}/tempcreds-webhook" serve \
     --listen "127.0.0.1:${port}" --tls-cert-file "${tls}/tls.crt" --tls-key-file "${tls}/tls.key" \
-    --config "${work}/config.yaml" --log-format json >>"${work}/webhook.log" 2>&1 &
+    --config "${work}/config.yaml" --log-format json --shutdown-delay 0 >>"${work}/webhook.log" 2>&1 &
   hook_pid=$!
   pids+=("$hook_pid")
   wait_for "https://127.0.0.1:${port}/readyz" --cacert "${tls}/ca.crt"

@@ -87,6 +87,25 @@ fn default_render_has_the_secure_defaults() {
         !out.contains("caBundle:"),
         "caBundle is managed at run time"
     );
+    // Graceful termination: 5 s serving while the endpoints converge, 20 s
+    // of drain, and room for both before the kubelet's SIGKILL.
+    assert!(out.contains("- --shutdown-delay=5s"));
+    assert!(out.contains("- --shutdown-grace=20s"));
+    assert!(out.contains("terminationGracePeriodSeconds: 30"));
+}
+
+#[test]
+fn shutdown_values_reach_the_webhook() {
+    let out = template(&[
+        "webhook.shutdownDelaySeconds=10",
+        "webhook.shutdownGraceSeconds=15",
+    ]);
+    assert!(out.contains("- --shutdown-delay=10s"));
+    assert!(out.contains("- --shutdown-grace=15s"));
+    assert!(out.contains("terminationGracePeriodSeconds: 30"));
+    let off = template(&["webhook.shutdownDelaySeconds=0"]);
+    assert!(off.contains("- --shutdown-delay=0s"));
+    assert!(off.contains("terminationGracePeriodSeconds: 25"));
 }
 
 #[test]
@@ -122,6 +141,14 @@ fn bad_values_fail_with_the_schema_message() {
         ("webhook.timeoutSeconds=60", "/webhook/timeoutSeconds"),
         ("certificates.mode=vault", "'self-managed', 'cert-manager'"),
         ("replicaCount=two", "/replicaCount"),
+        (
+            "webhook.shutdownDelaySeconds=-1",
+            "/webhook/shutdownDelaySeconds",
+        ),
+        (
+            "webhook.shutdownGraceSeconds=0",
+            "/webhook/shutdownGraceSeconds",
+        ),
     ];
     for (set, needle) in cases {
         let out = helm(

@@ -118,7 +118,15 @@ pub struct ServeArgs {
     /// Cluster config (YAML); reloaded when it changes.
     #[arg(long, env = "TEMPCREDS_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
-    /// How long to drain open connections after SIGTERM.
+    /// After SIGTERM, how long to keep accepting and serving new
+    /// connections, with `/readyz` answering 503, before closing the
+    /// listener: clients that the Service still routes here until the
+    /// endpoints drop the pod are served instead of refused (like
+    /// kube-apiserver's `--shutdown-delay-duration`). 0 closes at once.
+    #[arg(long, env = "TEMPCREDS_SHUTDOWN_DELAY", value_name = "DURATION", default_value = "5s", value_parser = duration_arg)]
+    pub shutdown_delay: Duration,
+    /// Once the listener is closed (after `--shutdown-delay`), how long open
+    /// connections may take to finish before they are dropped.
     #[arg(long, env = "TEMPCREDS_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "20s", value_parser = duration_arg)]
     pub shutdown_grace: Duration,
     /// How often the files are re-read even without a change event.

@@ -1,6 +1,8 @@
 //! The HTTPS server: `POST /mutate` (AdmissionReview `admission.k8s.io/v1`),
 //! `GET /healthz`, `/readyz` and `/metrics`, served with rustls; graceful
-//! shutdown that stops accepting and drains in-flight requests.
+//! shutdown in phases ([`Shutdown`]): first keep serving while `/readyz`
+//! fails and the Service's endpoints drop the pod, then stop accepting and
+//! drain in-flight requests.
 //!
 //! The handler only decodes, calls [`crate::mutate::mutate`] and encodes. A
 //! parseable review is always answered with a review (a denial carries a
@@ -11,6 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -23,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Value, json};
 use tempcreds_core::annotations as a;
 use tokio::net::TcpListener;
@@ -56,6 +58,11 @@ pub struct Limits {
     /// headers: a body sent byte by byte is cut off with `408 Request
     /// Timeout`. The API server itself gives a webhook at most 30 s.
     pub request: Duration,
+    /// Once the listener is closed at shutdown, how long a connection that
+    /// has sent no request yet (opened just before, possibly still in its
+    /// TLS handshake) may take to send its first one, which is then served;
+    /// after that it is closed. Go's `http.Server` gives 5 s likewise.
+    pub first_request: Duration,
 }
 
 impl Default for Limits {
@@ -64,6 +71,7 @@ impl Default for Limits {
             handshake: Duration::from_secs(10),
             headers: Duration::from_secs(30),
             request: Duration::from_secs(30),
+            first_request: Duration::from_secs(5),
         }
     }
 }
@@ -89,7 +97,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+/// Marks requests received once shutdown has begun (a request extension
+/// set by [`serve_with_limits`]): `/readyz` then answers 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShuttingDown;
+
+async fn readyz(
+    State(state): State<Arc<AppState>>,
+    shutting_down: Option<axum::Extension<ShuttingDown>>,
+) -> Response {
+    if shutting_down.is_some() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
     let namespaces_needed = state.config.load().policy.needs_namespace_labels();
     if state.service_accounts.is_ready()
         && (!namespaces_needed || state.service_accounts.namespaces_ready())
@@ -360,17 +379,68 @@ fn deny(uid: String, message: String) -> (RequestResult, Value) {
     )
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes, then stops
-/// accepting and waits up to `drain` for open connections to finish. The
-/// connections get the default [`Limits`].
+/// How [`serve_with_limits`] ends, in the phases of kube-apiserver's
+/// `--shutdown-delay-duration`:
+///
+/// 1. `signal` completes (SIGTERM): `/readyz` answers 503 and every response
+///    carries `Connection: close` (so keep-alive clients reconnect, through
+///    the Service, elsewhere), but new connections are still accepted and
+///    served: the Service's endpoints (kube-proxy's rules, the API server's
+///    endpoint routing) keep sending connections to a deleted pod for a
+///    moment, and refusing them would fail admission requests.
+/// 2. `delay` completes: the listener is closed, so new connections are
+///    refused, and open connections are told to finish: idle keep-alive
+///    connections are closed, busy ones after their response (hyper's
+///    graceful shutdown of HTTP/1.1; the server speaks no HTTP/2, so there
+///    is no GOAWAY to send), and ones that have sent no request yet get
+///    [`Limits::first_request`] to send one.
+/// 3. `drain` after that at the latest, the remaining connections are
+///    dropped.
+///
+/// `delay` is polled only once `signal` has completed, so a lazy future (an
+/// `async` block, as [`Shutdown::delayed`] builds) measures the delay from
+/// the signal; a test can pass any future it completes itself.
+#[derive(Debug)]
+pub struct Shutdown<S, D> {
+    /// Completes when shutdown is asked for.
+    pub signal: S,
+    /// Completes when new connections stop being accepted.
+    pub delay: D,
+    /// How long open connections may take to finish after that.
+    pub drain: Duration,
+}
+
+impl<S: Future<Output = ()>> Shutdown<S, futures::future::BoxFuture<'static, ()>> {
+    /// Keeps serving for `delay` after `signal` completes, then drains for
+    /// up to `drain`: the production sequence (`--shutdown-delay`,
+    /// `--shutdown-grace`). A zero `delay` stops accepting at once.
+    pub fn delayed(signal: S, delay: Duration, drain: Duration) -> Self {
+        Shutdown {
+            signal,
+            delay: Box::pin(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }),
+            drain,
+        }
+    }
+
+    /// No delay: stops accepting as soon as `signal` completes.
+    pub fn immediate(signal: S, drain: Duration) -> Self {
+        Self::delayed(signal, Duration::ZERO, drain)
+    }
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` ends it (see
+/// [`Shutdown`]). The connections get the default [`Limits`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
+    shutdown: Shutdown<impl Future<Output = ()>, impl Future<Output = ()>>,
 ) {
-    serve_with_limits(listener, tls, app, shutdown, drain, Limits::default()).await
+    serve_with_limits(listener, tls, app, shutdown, Limits::default()).await
 }
 
 /// The answer to a request that was not read and answered within
@@ -392,13 +462,22 @@ pub async fn serve_with_limits(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
+    shutdown: Shutdown<impl Future<Output = ()>, impl Future<Output = ()>>,
     limits: Limits,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    // `true` once the listener is closed; every connection task holds a
+    // receiver, so `closed()` on the sender tells when all have ended.
+    let (draining, drain_rx) = tokio::sync::watch::channel(false);
+    let Shutdown {
+        signal,
+        delay,
+        drain,
+    } = shutdown;
+    let mut signal = std::pin::pin!(signal);
+    let mut delay = std::pin::pin!(delay);
+    let mut signalled = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -411,51 +490,146 @@ pub async fn serve_with_limits(
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let app = app.clone();
-                    async move {
-                        let answer = tower::ServiceExt::oneshot(app, request);
-                        Ok::<_, std::convert::Infallible>(
-                            match tokio::time::timeout(limits.request, answer).await {
-                                Ok(Ok(response)) => response,
-                                Ok(Err(never)) => match never {},
-                                Err(_) => request_timeout(limits.request),
-                            },
-                        )
-                    }
-                });
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(limits.headers)
-                        .serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                tokio::spawn(connection(
+                    tcp,
+                    peer,
+                    acceptor.clone(),
+                    app.clone(),
+                    shutting_down.clone(),
+                    drain_rx.clone(),
+                    limits,
+                ));
             }
-            () = &mut shutdown => break,
+            () = &mut signal, if !signalled => {
+                signalled = true;
+                shutting_down.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    "shutdown requested: /readyz answers 503; still accepting and serving new \
+                     connections until the shutdown delay is over, while the endpoints drop this pod"
+                );
+            }
+            () = &mut delay, if signalled => break,
         }
     }
     drop(listener);
-    tracing::info!("shutting down: no new connections, draining open ones");
+    drop(drain_rx);
+    shutting_down.store(true, Ordering::Relaxed);
+    tracing::info!(
+        drain = %tempcreds_core::duration::format_duration(drain),
+        "shutdown delay over: listener closed; open connections finish their requests and close"
+    );
+    let _ = draining.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = draining.closed() => tracing::info!("all connections drained; shut down"),
         () = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain deadline passed; closing remaining connections"),
+    }
+}
+
+/// Serves one connection: the TLS handshake, then HTTP/1.1 requests until
+/// the client closes, a limit is exceeded, or the drain: then the request
+/// under way is answered (with `Connection: close`) and an idle
+/// connection is closed at once, while one that has sent no request yet
+/// gets [`Limits::first_request`] to send one.
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    shutting_down: Arc<AtomicBool>,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    limits: Limits,
+) {
+    // Resolves once the drain has lasted `limits.first_request`.
+    async fn first_request_grace_over(
+        draining: &mut tokio::sync::watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let _ = draining.wait_for(|d| *d).await;
+        tokio::time::sleep(grace).await;
+    }
+    let handshake = tokio::time::timeout(limits.handshake, acceptor.accept(tcp));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        () = first_request_grace_over(&mut draining, limits.first_request) => {
+            tracing::debug!(%peer, "TLS handshake not done after the listener closed");
+            return;
+        }
+    };
+    // Set when the first request's headers have arrived.
+    let started = Arc::new(tokio::sync::Notify::new());
+    let has_started = Arc::new(AtomicBool::new(false));
+    let service = {
+        let (started, has_started) = (started.clone(), has_started.clone());
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            has_started.store(true, Ordering::Relaxed);
+            started.notify_one();
+            let app = app.clone();
+            let shutting_down = shutting_down.clone();
+            async move {
+                if shutting_down.load(Ordering::Relaxed) {
+                    request.extensions_mut().insert(ShuttingDown);
+                }
+                let answer = tower::ServiceExt::oneshot(app, request);
+                let mut response = match tokio::time::timeout(limits.request, answer).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => request_timeout(limits.request),
+                };
+                // Once shutdown has begun, a keep-alive client reconnects
+                // for its next request, through the Service, to a replica
+                // that stays.
+                if shutting_down.load(Ordering::Relaxed) {
+                    response.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.headers)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => Some(ended),
+        _ = draining.wait_for(|d| *d) => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            if !has_started.load(Ordering::Relaxed) {
+                let grace = tokio::time::sleep(limits.first_request);
+                tokio::select! {
+                    ended = conn.as_mut() => return log_end(peer, ended),
+                    () = started.notified() => {}
+                    () = grace => {}
+                }
+            }
+            // HTTP/1.1: keep-alive off; closes an idle connection now and a
+            // busy one after its response.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    log_end(peer, ended);
+}
+
+fn log_end(peer: SocketAddr, ended: Result<(), hyper::Error>) {
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -599,8 +773,15 @@ pub async fn run(prepared: Prepared, shutdown: impl Future<Output = ()>) -> anyh
         service_accounts,
         metrics,
     });
-    tracing::info!(listen = %local, version = env!("CARGO_PKG_VERSION"), "serving");
-    serve(listener, tls, router(state), shutdown, args.shutdown_grace).await;
+    tracing::info!(
+        listen = %local,
+        version = env!("CARGO_PKG_VERSION"),
+        shutdown_delay = %tempcreds_core::duration::format_duration(args.shutdown_delay),
+        shutdown_grace = %tempcreds_core::duration::format_duration(args.shutdown_grace),
+        "serving"
+    );
+    let shutdown = Shutdown::delayed(shutdown, args.shutdown_delay, args.shutdown_grace);
+    serve(listener, tls, router(state), shutdown).await;
     Ok(())
 }
 

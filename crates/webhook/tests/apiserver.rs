@@ -65,14 +65,27 @@ impl Webhook {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM, then the exit status must be success (graceful shutdown).
+    /// SIGTERM, then the exit status must be success (graceful shutdown,
+    /// each phase logged).
     fn stop(mut self) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit {status}; log:\n{}", self.log());
+                let log = self.log();
+                assert!(status.success(), "exit {status}; log:\n{log}");
+                // The phases: serving on while /readyz fails, then the drain.
+                let phases = [
+                    "shutdown requested",
+                    "shutdown delay over",
+                    "all connections drained",
+                ];
+                let at: Vec<Option<usize>> = phases.iter().map(|p| log.find(p)).collect();
+                assert!(
+                    at.iter().all(Option::is_some) && at.is_sorted(),
+                    "shutdown phases {phases:?} not logged in order:\n{log}"
+                );
                 return;
             }
             assert!(Instant::now() < deadline, "no exit after SIGTERM");

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tempcreds_webhook::ClusterConfig;
 use tempcreds_webhook::metrics::{Metrics, RequestResult};
 use tempcreds_webhook::sa_cache::ServiceAccounts;
-use tempcreds_webhook::server::{AppState, BODY_LIMIT, router};
+use tempcreds_webhook::server::{AppState, BODY_LIMIT, ShuttingDown, router};
 use tower::ServiceExt as _;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/app";
@@ -222,4 +222,16 @@ async fn probes_and_metrics() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
+}
+
+#[tokio::test]
+async fn readyz_fails_once_shutdown_has_begun() {
+    let mut request = Request::get("/readyz").body(Body::empty()).unwrap();
+    request.extensions_mut().insert(ShuttingDown);
+    let response = router(state()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"shutting down\n");
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use tempcreds_webhook::ClusterConfig;
 use tempcreds_webhook::metrics::Metrics;
 use tempcreds_webhook::sa_cache::ServiceAccounts;
-use tempcreds_webhook::server::{AppState, router, serve};
+use tempcreds_webhook::server::{AppState, Shutdown, router, serve};
 use tempcreds_webhook::tls::CertStore;
 use tempcreds_webhook::watch::spawn_reloader;
 
@@ -72,10 +72,12 @@ async fn rotates_the_certificate_without_a_failed_request() {
         listener,
         store.server_config().unwrap(),
         router(state),
-        async {
-            let _ = stop_rx.await;
-        },
-        Duration::from_secs(5),
+        Shutdown::immediate(
+            async {
+                let _ = stop_rx.await;
+            },
+            Duration::from_secs(5),
+        ),
     ));
 
     let client = common::client(&pki.root_pem());

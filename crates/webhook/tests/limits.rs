@@ -18,7 +18,9 @@ use serde_json::json;
 use tempcreds_webhook::ClusterConfig;
 use tempcreds_webhook::metrics::Metrics;
 use tempcreds_webhook::sa_cache::ServiceAccounts;
-use tempcreds_webhook::server::{AppState, BODY_LIMIT, Limits, router, serve_with_limits};
+use tempcreds_webhook::server::{
+    AppState, BODY_LIMIT, Limits, Shutdown, router, serve_with_limits,
+};
 use tempcreds_webhook::tls::CertStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,6 +30,7 @@ const LIMITS: Limits = Limits {
     handshake: Duration::from_secs(2),
     headers: Duration::from_secs(1),
     request: Duration::from_secs(1),
+    first_request: Duration::from_secs(1),
 };
 
 /// Limits no test reaches: slow clients stay connected as long as the test
@@ -36,6 +39,7 @@ const PATIENT: Limits = Limits {
     handshake: Duration::from_secs(3600),
     headers: Duration::from_secs(3600),
     request: Duration::from_secs(3600),
+    first_request: Duration::from_secs(3600),
 };
 
 /// How long a test waits for the server to close a slow client before it
@@ -70,8 +74,7 @@ async fn start_with(limits: Limits) -> Server {
         listener,
         store.server_config().unwrap(),
         router(state),
-        std::future::pending(),
-        Duration::from_secs(1),
+        Shutdown::immediate(std::future::pending(), Duration::from_secs(1)),
         limits,
     ));
     Server {
@@ -84,23 +87,7 @@ async fn start_with(limits: Limits) -> Server {
 
 /// A TLS connection trusting the test root, without HTTP on top.
 async fn tls_connect(server: &Server) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut server.root_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap()
+    common::tls_connect(server.addr, &server.root_pem).await
 }
 
 /// Writes `start`, then `repeat` over and over, one byte every 50 ms, until
