@@ -92,6 +92,10 @@ fn default_render_has_the_secure_defaults() {
     assert!(out.contains("- --shutdown-delay=5s"));
     assert!(out.contains("- --shutdown-grace=20s"));
     assert!(out.contains("terminationGracePeriodSeconds: 30"));
+    assert!(
+        !out.contains("--tls-ca-lifetime") && !out.contains("--tls-cert-lifetime"),
+        "empty lifetimes leave the binary's defaults"
+    );
 }
 
 #[test]
@@ -106,6 +110,22 @@ fn shutdown_values_reach_the_webhook() {
     let off = template(&["webhook.shutdownDelaySeconds=0"]);
     assert!(off.contains("- --shutdown-delay=0s"));
     assert!(off.contains("terminationGracePeriodSeconds: 25"));
+}
+
+#[test]
+fn self_managed_lifetimes_reach_the_webhook() {
+    let out = template(&[
+        "certificates.selfManaged.caLifetime=87600h",
+        "certificates.selfManaged.certificateLifetime=720h",
+    ]);
+    assert!(out.contains("- --tls-ca-lifetime=87600h"));
+    assert!(out.contains("- --tls-cert-lifetime=720h"));
+    // The lifetimes are the self-managed mode's only.
+    let cert_manager = template(&[
+        "certificates.mode=cert-manager",
+        "certificates.selfManaged.caLifetime=87600h",
+    ]);
+    assert!(!cert_manager.contains("--tls-ca-lifetime"));
 }
 
 #[test]
@@ -141,6 +161,14 @@ fn bad_values_fail_with_the_schema_message() {
         ("webhook.timeoutSeconds=60", "/webhook/timeoutSeconds"),
         ("certificates.mode=vault", "'self-managed', 'cert-manager'"),
         ("replicaCount=two", "/replicaCount"),
+        (
+            "certificates.selfManaged.caLifetime=ten years",
+            "/certificates/selfManaged/caLifetime",
+        ),
+        (
+            "certificates.selfManaged.certificateLifetime=1y",
+            "/certificates/selfManaged/certificateLifetime",
+        ),
         (
             "webhook.shutdownDelaySeconds=-1",
             "/webhook/shutdownDelaySeconds",
@@ -215,28 +243,26 @@ struct Installed {
 /// `helm install` of the chart into the real API server. The webhook is
 /// scoped to a label no other test uses: it has no running pods here and
 /// fails closed.
-fn install(cp: &ControlPlane, prefix: &str) -> Installed {
+fn install(cp: &ControlPlane, prefix: &str, sets: &[&str]) -> Installed {
     let suffix = unique_suffix();
     let ns = format!("{prefix}-{suffix}");
     let release = format!("tc{suffix}");
     let selector = format!("webhook.namespaceSelector.matchLabels.chart-test={suffix}");
     let chart = chart();
-    ok(
-        helm(
-            &[
-                "install",
-                &release,
-                chart.to_str().unwrap(),
-                "--namespace",
-                &ns,
-                "--create-namespace",
-                "--set",
-                &selector,
-            ],
-            Some(&cp.kubeconfig),
-        ),
-        "helm install",
-    );
+    let mut args = vec![
+        "install",
+        &release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        &ns,
+        "--create-namespace",
+        "--set",
+        &selector,
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    ok(helm(&args, Some(&cp.kubeconfig)), "helm install");
     Installed {
         release,
         ns,
@@ -254,7 +280,7 @@ fn installs_upgrades_and_uninstalls_cleanly_on_a_real_api_server() {
         ns,
         selector,
         suffix,
-    } = install(&cp, "tempcreds-chart");
+    } = install(&cp, "tempcreds-chart", &[]);
     let chart = chart();
     let name = format!("{release}-tempcreds");
     let mwc = cp
@@ -351,7 +377,15 @@ fn the_charts_webhook_runs_with_the_charts_arguments_config_and_rbac() {
     use std::time::{Duration, Instant};
 
     let cp = ControlPlane::from_env();
-    let Installed { release, ns, .. } = install(&cp, "tempcreds-run");
+    // With lifetimes set, so the binary accepts what the chart passes.
+    let Installed { release, ns, .. } = install(
+        &cp,
+        "tempcreds-run",
+        &[
+            "certificates.selfManaged.caLifetime=87600h",
+            "certificates.selfManaged.certificateLifetime=2160h",
+        ],
+    );
     let name = format!("{release}-tempcreds");
     let work = tempfile::tempdir().unwrap();
 
@@ -471,6 +505,24 @@ fn the_charts_webhook_runs_with_the_charts_arguments_config_and_rbac() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // It records when the caBundle was published (the Role lets it
+    // annotate its Secret).
+    tempcreds_tests::wait_until(
+        "the Secret records the caBundle's publication",
+        tempcreds_tests::LIMIT,
+        || {
+            cp.kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "secret",
+                &secret,
+                "-o",
+                "jsonpath={.metadata.annotations.tempcreds\\.io/ca-published-at}",
+            ])
+            .is_ok_and(|at| !at.is_empty())
+        },
+    );
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         !log_text.contains("forbidden"),

@@ -118,6 +118,43 @@ pub struct ServeArgs {
     /// Cluster config (YAML); reloaded when it changes.
     #[arg(long, env = "TEMPCREDS_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
+    /// Self-managed certificates: lifetime of a new CA. A CA is renewed
+    /// when a fifth of its lifetime is left, or at once when the stored one
+    /// is valid for longer than this (the lifetime was shortened).
+    #[arg(
+        long,
+        env = "TEMPCREDS_TLS_CA_LIFETIME",
+        value_name = "DURATION",
+        default_value = "3650d",
+        value_parser = duration_arg,
+        requires = "tls_self_managed_secret"
+    )]
+    pub tls_ca_lifetime: Duration,
+    /// Self-managed certificates: lifetime of a new serving certificate (at
+    /// most `--tls-ca-lifetime`). It is renewed when a third of its lifetime
+    /// is left, or at once when the stored one is valid for longer than this.
+    #[arg(
+        long,
+        env = "TEMPCREDS_TLS_CERT_LIFETIME",
+        value_name = "DURATION",
+        default_value = "365d",
+        value_parser = duration_arg,
+        requires = "tls_self_managed_secret"
+    )]
+    pub tls_cert_lifetime: Duration,
+    /// Self-managed certificates: after a CA renewal, how long the new CA
+    /// must have been in the webhook configuration's caBundle before the
+    /// serving certificate switches to it (time for every API server to see
+    /// the new caBundle).
+    #[arg(
+        long,
+        env = "TEMPCREDS_TLS_CA_PROPAGATION_DELAY",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = duration_arg,
+        requires = "tls_self_managed_secret"
+    )]
+    pub tls_ca_propagation_delay: Duration,
     /// After SIGTERM, how long to keep accepting and serving new
     /// connections, with `/readyz` answering 503, before closing the
     /// listener: clients that the Service still routes here until the

@@ -36,6 +36,7 @@ use crate::config::ClusterConfig;
 use crate::metrics::{Metrics, Reloaded, RequestResult};
 use crate::mutate::{self, Context, Outcome};
 use crate::sa_cache::ServiceAccounts;
+use crate::selfcert::Lifetimes;
 use crate::selfcert_sync::{self, SelfCertTarget};
 use crate::tls::CertStore;
 
@@ -662,12 +663,21 @@ pub fn prepare(args: ServeArgs) -> anyhow::Result<Prepared> {
         (Some(cert), Some(key), _) => CertStore::open(cert, key)
             .map(Certs::Files)
             .map_err(|e| crate::error_chain(&e)),
-        (_, _, Some((namespace, secret))) => Ok(Certs::SelfManaged(SelfCertTarget {
-            namespace: namespace.clone(),
-            secret: secret.clone(),
-            dns_names: args.tls_dns_names.clone(),
-            webhook_configuration: args.webhook_configuration.clone().unwrap_or_default(),
-        })),
+        (_, _, Some((namespace, secret))) => Lifetimes::new(
+            args.tls_ca_lifetime,
+            args.tls_cert_lifetime,
+            args.tls_ca_propagation_delay,
+        )
+        .map(|lifetimes| {
+            Certs::SelfManaged(SelfCertTarget {
+                namespace: namespace.clone(),
+                secret: secret.clone(),
+                dns_names: args.tls_dns_names.clone(),
+                webhook_configuration: args.webhook_configuration.clone().unwrap_or_default(),
+                lifetimes,
+            })
+        })
+        .map_err(|e| e.to_string()),
         _ => {
             Err("give --tls-cert-file and --tls-key-file, or --tls-self-managed-secret".to_owned())
         }
@@ -700,27 +710,27 @@ async fn self_managed(
     let client = kube::Client::try_default().await.context(
         "self-managed certificates need access to the API server (in-cluster config or KUBECONFIG)",
     )?;
-    let material = selfcert_sync::ensure_secret(&client, &target)
+    let mut stored = selfcert_sync::ensure_secret(&client, &target)
         .await
         .map_err(|e| anyhow::anyhow!(crate::error_chain(&e)))?;
     let store = CertStore::from_memory(
-        material.tls_cert.as_bytes(),
-        material.tls_key.as_bytes(),
+        stored.material.tls_cert.as_bytes(),
+        stored.material.tls_key.as_bytes(),
         &format!("Secret {}/{}", target.namespace, target.secret),
     )
     .map_err(|e| anyhow::anyhow!(crate::error_chain(&e)))?;
-    if let Err(e) =
-        selfcert_sync::ensure_ca_bundle(&client, &target.webhook_configuration, &material.ca_bundle)
-            .await
-    {
+    match selfcert_sync::publish(&client, &target, &stored).await {
+        Ok(publication) => stored.publication = publication,
         // Serving still helps: another replica or a later retry fixes it.
-        tracing::warn!(error = %crate::error_chain(&e), "could not set the caBundle yet; will retry");
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "could not set the caBundle yet; will retry")
+        }
     }
     let installed = store.clone();
     let task = tokio::spawn(selfcert_sync::maintain(
         client,
         target,
-        material,
+        stored,
         move |m| {
             installed.install_pem(m.tls_cert.as_bytes(), m.tls_key.as_bytes(), &metrics);
         },
@@ -872,6 +882,59 @@ mod tests {
         eventually("the invalid config is rejected", || failed() >= 1).await;
         // ...and kept the config it had.
         assert_eq!(config.load().sidecar.image, "three");
+    }
+
+    #[test]
+    fn prepare_checks_the_certificate_lifetimes_before_binding() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, "sidecar: {image: one}\n").unwrap();
+        let config = config.to_str().unwrap().to_owned();
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["tempcreds-webhook", "serve", "--config", &config];
+            argv.extend(extra);
+            crate::cli::Cli::try_parse_from(argv).map(|cli| match cli.command {
+                crate::cli::Command::Serve(args) => args,
+                crate::cli::Command::Inject(_) => unreachable!(),
+            })
+        };
+        let self_managed = [
+            "--tls-self-managed-secret",
+            "tempcreds/tempcreds-tls",
+            "--tls-dns-name",
+            "tempcreds.tempcreds.svc",
+            "--webhook-configuration",
+            "tempcreds",
+        ];
+        let args = parse(&self_managed).unwrap();
+        assert_eq!(args.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(args.shutdown_grace, Duration::from_secs(20));
+        let Certs::SelfManaged(target) = prepare(args).unwrap().certs else {
+            panic!("self-managed")
+        };
+        assert_eq!(target.lifetimes, Lifetimes::default());
+
+        let bad = [
+            &self_managed[..],
+            &["--tls-ca-lifetime", "1h", "--tls-cert-lifetime", "2h"],
+        ]
+        .concat();
+        let e = prepare(parse(&bad).unwrap()).unwrap_err().to_string();
+        assert!(
+            e.contains("--tls-cert-lifetime 2h is longer than --tls-ca-lifetime 1h"),
+            "{e}"
+        );
+        // The lifetimes belong to the self-managed mode.
+        let files = [
+            "--tls-cert-file",
+            "tls.crt",
+            "--tls-key-file",
+            "tls.key",
+            "--tls-ca-lifetime",
+            "1h",
+        ];
+        assert!(parse(&files).is_err());
     }
 
     #[test]
