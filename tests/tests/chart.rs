@@ -650,3 +650,35 @@ fn every_option_group_renders_objects_the_api_server_and_the_webhook_accept() {
     cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
         .unwrap();
 }
+
+#[test]
+fn the_default_namespace_label_can_be_replaced_with_null_or_an_empty_value() {
+    let chart = chart();
+    for labels in [
+        r#"{"team":"payments","tempcreds.io/injection":null}"#,
+        r#"{"team":"payments","tempcreds.io/injection":""}"#,
+    ] {
+        let set = format!("webhook.namespaceSelector.matchLabels={labels}");
+        let rendered = ok(
+            helm(
+                &[
+                    "template",
+                    "tempcreds",
+                    chart.to_str().unwrap(),
+                    "--set-json",
+                    &set,
+                    "--show-only",
+                    "templates/mutatingwebhookconfiguration.yaml",
+                ],
+                None,
+            ),
+            &format!("helm template {set}"),
+        );
+        let selector = &rendered[rendered.find("namespaceSelector:").unwrap()..];
+        let selector = &selector[..selector.find("matchExpressions:").unwrap()];
+        assert!(
+            selector.contains("team: payments") && !selector.contains("tempcreds.io/injection"),
+            "{labels}: the selector is\n{selector}"
+        );
+    }
+}
