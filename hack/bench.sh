@@ -3,7 +3,8 @@
 # (`make bench`). Bounded to about ten minutes on 2 cores once the release
 # build is cached; needs the same tools as `make test` (it installs them).
 #
-#   1. criterion benches of the mutation and of the /mutate handler
+#   1. criterion benches of the mutation, of the /mutate handler and of
+#      recording a review's metrics
 #   2. the release webhook over TLS under the load generator
 #      (crates/webhook/examples/load.rs): fixed rates and saturation,
 #      latency percentiles, peak RSS (VmHWM), CPU time per review
@@ -118,6 +119,7 @@ for g in mutate handler; do
   for n in small typical large; do crit_result[$g/$n]="$(crit_us $g $n)"; done
 done
 crit_result[mutate/not-opted-in]="$(crit_us mutate not-opted-in)"
+for n in record record-atomics encode; do crit_result[metrics/$n]="$(crit_us metrics $n)"; done
 
 step "webhook over TLS under load"
 tls="${work}/tls"; mkdir -p "$tls"
@@ -318,6 +320,8 @@ sharing $(nproc) CPUs.
 | mutation, large pod (16 containers) | ${crit_result[mutate/large]} | | same |
 | pod not opted in | ${crit_result[mutate/not-opted-in]} | | same |
 | /mutate handler in process (decode, mutate, encode): small / typical / large | ${crit_result[handler/small]} / ${crit_result[handler/typical]} / ${crit_result[handler/large]} | | same |
+| one review's metrics recorded (counter + histogram, prometheus-client); the former hand-written atomics | ${crit_result[metrics/record]}; ${crit_result[metrics/record-atomics]} | ≤ 5 µs | same |
+| one /metrics scrape encoded (Prometheus text) | ${crit_result[metrics/encode]} | | same |
 | webhook over TLS, 1,000 reviews/s offered | $(lr 1000) | | \`load URL CA 32 ${load_secs} 1000\` |
 | webhook over TLS, 3,000/s offered | $(lr 3000) | | \`load URL CA 32 ${load_secs} 3000\` |
 | webhook over TLS, 5,000/s offered | $(lr 5000) | ≥ 5,000/s, p99 ≤ 5 ms | \`load URL CA 32 ${load_secs} 5000\` |

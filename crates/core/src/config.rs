@@ -301,7 +301,7 @@ pub struct SidecarConfig {
     #[arg(long, env = "TEMPCREDS_REFRESH_BEFORE", value_name = "DURATION", value_parser = duration_arg)]
     pub refresh_before: Option<Duration>,
 
-    /// Address of `/healthz` and `/readyz`.
+    /// Address of `/healthz`, `/readyz` and `/metrics` (Prometheus).
     #[arg(long, env = "TEMPCREDS_HEALTH_ADDR", value_name = "ADDR", default_value = paths::DEFAULT_HEALTH_ADDR)]
     pub health_addr: SocketAddr,
 

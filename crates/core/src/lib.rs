@@ -12,6 +12,7 @@ pub mod arn;
 pub mod config;
 pub mod credentials;
 pub mod duration;
+pub mod exposition;
 pub mod paths;
 pub mod spec;
 pub mod sts;

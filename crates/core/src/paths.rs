@@ -72,6 +72,10 @@ pub const READYZ_PATH: &str = "/readyz";
 /// The sidecar's liveness path.
 pub const HEALTHZ_PATH: &str = "/healthz";
 
+/// The Prometheus metrics path of the sidecar's health listener and of the
+/// webhook's listener.
+pub const METRICS_PATH: &str = "/metrics";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! failure, or with `--retry` it backs off and tries again until it
 //! succeeds). Otherwise credentials a previous run left in the output
 //! directory are adopted while their refresh point is ahead (see
-//! [`crate::probe`]), the health endpoints are bound (unless
+//! [`crate::probe`]), the health endpoints and `/metrics` are bound (unless
 //! `--no-health-server`), with `--endpoint-addr` the endpoint token written
 //! and the credentials endpoint bound, the input directories watched, and the
 //! refresh loop runs until SIGTERM or SIGINT (exit 0). `--once` ignores
@@ -26,6 +26,7 @@ use crate::endpoint::{self, Latest, Token};
 use crate::health::{self, Readiness};
 use crate::inputs;
 use crate::listen;
+use crate::metrics::{FailureKind, Metrics};
 use crate::output::{Output, WriteError};
 use crate::probe;
 use crate::refresh::{self, Backoff, Refresh};
@@ -60,6 +61,7 @@ pub struct StsRefresh {
     output: Output,
     files: Vec<PathBuf>,
     latest: Latest,
+    metrics: Option<Metrics>,
 }
 
 impl StsRefresh {
@@ -70,6 +72,16 @@ impl StsRefresh {
             output,
             files: inputs::files(config),
             latest: Latest::default(),
+            metrics: None,
+        }
+    }
+
+    /// Counts refreshes and failures in `metrics`, and times STS calls.
+    pub fn with_metrics(self, metrics: Metrics) -> StsRefresh {
+        StsRefresh {
+            sts: self.sts.with_metrics(metrics.clone()),
+            metrics: Some(metrics),
+            ..self
         }
     }
 
@@ -77,16 +89,27 @@ impl StsRefresh {
     pub fn latest(&self) -> Latest {
         self.latest.clone()
     }
+
+    async fn fetch_and_write(&mut self) -> Result<Credentials, RefreshError> {
+        let creds = self.sts.fetch().await?;
+        self.output.write(&creds)?;
+        self.latest.set(creds.clone());
+        Ok(creds)
+    }
 }
 
 impl Refresh for StsRefresh {
     type Error = RefreshError;
 
     async fn refresh(&mut self) -> Result<Credentials, RefreshError> {
-        let creds = self.sts.fetch().await?;
-        self.output.write(&creds)?;
-        self.latest.set(creds.clone());
-        Ok(creds)
+        let result = self.fetch_and_write().await;
+        if let Some(m) = &self.metrics {
+            match &result {
+                Ok(_) => m.refreshed(),
+                Err(e) => m.failed(FailureKind::of(e)),
+            }
+        }
+        result
     }
 
     fn inputs(&self) -> u64 {
@@ -198,13 +221,20 @@ async fn async_run(config: SidecarConfig, args: Mode) -> ExitCode {
         "starting"
     );
     let output = Output::new(&config.output_dir, &config.profile);
-    let mut refresher = StsRefresh::new(sts, output, &config);
     let shutdown = shutdown_signal();
     if args.once {
+        let mut refresher = StsRefresh::new(sts, output, &config);
         return run_once(&mut refresher, args.retry, shutdown).await;
     }
 
     let readiness = Readiness::default();
+    // Served on the health listener; without it (`--no-health-server`)
+    // nobody reads them, so nothing is recorded.
+    let metrics = args.health_server.then(|| Metrics::new(readiness.clone()));
+    let mut refresher = StsRefresh::new(sts, output, &config);
+    if let Some(m) = &metrics {
+        refresher = refresher.with_metrics(m.clone());
+    }
     let mut first_due = Instant::now();
     // Nothing written yet is the usual first start.
     if let Ok(written) = probe::read_written(&config.output_dir) {
@@ -224,7 +254,7 @@ async fn async_run(config: SidecarConfig, args: Mode) -> ExitCode {
             None => info!("the credentials a previous run wrote are due for refresh"),
         }
     }
-    if args.health_server {
+    if let Some(metrics) = metrics {
         let listener = match tokio::net::TcpListener::bind(config.health_addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -234,7 +264,7 @@ async fn async_run(config: SidecarConfig, args: Mode) -> ExitCode {
         };
         tokio::spawn(listen::serve(
             listener,
-            health::router(readiness.clone()),
+            health::router(readiness.clone(), metrics),
             args.limits,
         ));
     }

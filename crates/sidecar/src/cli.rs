@@ -108,9 +108,10 @@ pub struct RunArgs {
     #[arg(long, env = "TEMPCREDS_RETRY", requires = "once")]
     pub retry: bool,
 
-    /// Do not bind `--health-addr`. For pods whose network namespace is the
-    /// node's (`hostNetwork: true`), where every such pod would want the
-    /// same port; their probes run `tempcreds-sidecar probe` instead.
+    /// Do not bind `--health-addr`: no `/healthz`, `/readyz` or `/metrics`.
+    /// For pods whose network namespace is the node's (`hostNetwork: true`),
+    /// where every such pod would want the same port; their probes run
+    /// `tempcreds-sidecar probe` instead.
     #[arg(long, env = "TEMPCREDS_NO_HEALTH_SERVER")]
     pub no_health_server: bool,
 

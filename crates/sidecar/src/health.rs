@@ -1,17 +1,21 @@
-//! `/healthz` and `/readyz`.
+//! `/healthz`, `/readyz` and `/metrics`.
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` answers 200 only
 //! while credentials are written and not expired: the injected startup probe
 //! uses it, so application containers start only once credentials exist.
-//! Probe requests are not logged.
+//! `/metrics` is Prometheus' scrape ([`crate::metrics`]). Requests to these
+//! routes are not logged.
 
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::get;
+use tempcreds_core::exposition::Exposition;
 use tempcreds_core::paths;
 use tokio::time::Instant;
+
+use crate::metrics::Metrics;
 
 /// Whether valid credentials are on disk: a latch set by the refresh loop
 /// with the written credentials' expiry.
@@ -35,9 +39,18 @@ impl Readiness {
     }
 }
 
-/// The health routes.
-pub fn router(readiness: Readiness) -> Router {
+/// The health routes and `/metrics`.
+pub fn router(readiness: Readiness, metrics: Metrics) -> Router {
     Router::new()
+        .route(
+            paths::METRICS_PATH,
+            get(move |headers: HeaderMap| {
+                let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                let format = Exposition::from_accept(accept);
+                let body = metrics.encode(format);
+                async move { ([(header::CONTENT_TYPE, format.content_type())], body) }
+            }),
+        )
         .route(paths::HEALTHZ_PATH, get(|| async { "ok\n" }))
         .route(
             paths::READYZ_PATH,
@@ -66,7 +79,7 @@ mod tests {
     use tower::ServiceExt;
 
     async fn status(readiness: &Readiness, path: &str) -> StatusCode {
-        router(readiness.clone())
+        router(readiness.clone(), Metrics::new(readiness.clone()))
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await
             .unwrap()
@@ -83,5 +96,56 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(status(&r, "/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status(&r, "/healthz").await, StatusCode::OK);
+    }
+}
+
+#[cfg(test)]
+mod metrics_route {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn scrape(app: Router, accept: Option<&str>) -> (String, String) {
+        let mut request = Request::get("/metrics");
+        if let Some(a) = accept {
+            request = request.header(header::ACCEPT, a);
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (content_type, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn metrics_in_the_format_asked_for() {
+        let readiness = Readiness::default();
+        let app = router(readiness.clone(), Metrics::new(readiness));
+        let (ct, text) = scrape(app.clone(), None).await;
+        assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(
+            text.contains("# TYPE tempcreds_sidecar_refreshes_total counter"),
+            "{text}"
+        );
+        let (ct, open) = scrape(
+            app,
+            Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;q=0.3"),
+        )
+        .await;
+        assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+        assert!(
+            open.contains("# TYPE tempcreds_sidecar_refreshes counter"),
+            "{open}"
+        );
+        assert!(open.ends_with("# EOF\n"), "{open}");
     }
 }

@@ -4,8 +4,10 @@
 //! atomically into the shared volume ([`output`]), refreshes them before they
 //! expire and backs off when STS fails ([`refresh`]), re-authenticates when
 //! the token or key files change ([`watch`]), and reports readiness
-//! ([`health`]) and, with `--endpoint-addr`, serves the container-credentials
-//! endpoint ([`endpoint`]); both listeners run within [`listen`]'s limits. [`app`] ties these together for `tempcreds-sidecar run`;
+//! ([`health`]) and Prometheus metrics ([`metrics`]) and, with
+//! `--endpoint-addr`, serves the container-credentials endpoint
+//! ([`endpoint`]); both listeners run within [`listen`]'s limits. [`app`]
+//! ties these together for `tempcreds-sidecar run`;
 //! [`explain`] turns STS errors into a likely cause and fix; [`probe`] reads
 //! back what a previous run wrote (the exec probe, and adoption on restart).
 //!
@@ -23,6 +25,7 @@ pub mod inputs;
 pub mod issuer;
 pub mod listen;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod policy;
 pub mod probe;

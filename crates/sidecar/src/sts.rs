@@ -33,6 +33,7 @@ use time::OffsetDateTime;
 
 use crate::explain::{self, CallKind, Explanation};
 use crate::inputs::{self, InputError};
+use crate::metrics::Metrics;
 
 /// How long to wait for a TCP connection to STS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -209,6 +210,7 @@ pub struct Sts {
     config: SidecarConfig,
     sdk: aws_config::SdkConfig,
     endpoint: String,
+    metrics: Option<Metrics>,
 }
 
 impl fmt::Debug for Sts {
@@ -252,7 +254,21 @@ impl Sts {
             config: config.clone(),
             sdk,
             endpoint,
+            metrics: None,
         })
+    }
+
+    /// Records the time of every STS call from now on in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Sts {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Records one call of `action` that started at `started`.
+    fn observe(&self, action: &'static str, started: std::time::Instant) {
+        if let Some(m) = &self.metrics {
+            m.sts_call(action, started.elapsed());
+        }
     }
 
     /// Where the calls go, for messages.
@@ -406,20 +422,18 @@ impl Sts {
         target: String,
     ) -> Result<CallerIdentity, FetchError> {
         let action = "GetCallerIdentity";
-        let out = self
-            .client(Some(signer))
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| {
-                self.sdk_error(
-                    action,
-                    target.clone(),
-                    CallKind::GetCallerIdentity,
-                    &signer.secrets(),
-                    e,
-                )
-            })?;
+        let started = std::time::Instant::now();
+        let sent = self.client(Some(signer)).get_caller_identity().send().await;
+        self.observe(action, started);
+        let out = sent.map_err(|e| {
+            self.sdk_error(
+                action,
+                target.clone(),
+                CallKind::GetCallerIdentity,
+                &signer.secrets(),
+                e,
+            )
+        })?;
         let clean = |s: Option<&str>| sanitize(s.unwrap_or_default(), &signer.secrets());
         Ok(CallerIdentity {
             account: clean(out.account()),
@@ -488,7 +502,10 @@ impl Sts {
         if last {
             req = req.set_policy_arns(policy_arns(cfg));
         }
-        let out = req.send().await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let sent = req.send().await;
+        self.observe(action, started);
+        let out = sent.map_err(|e| {
             self.sdk_error(
                 action,
                 role.to_string(),
@@ -530,7 +547,10 @@ impl Sts {
         if call.last {
             req = req.set_policy_arns(policy_arns(cfg));
         }
-        let out = req.send().await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let sent = req.send().await;
+        self.observe(action, started);
+        let out = sent.map_err(|e| {
             self.sdk_error(
                 action,
                 call.role.to_string(),
@@ -550,21 +570,23 @@ impl Sts {
     async fn get_session_token(&self, signer: &Signer) -> Result<Credentials, FetchError> {
         let action = "GetSessionToken";
         let target = "with the long-term keys".to_owned();
-        let out = self
+        let started = std::time::Instant::now();
+        let sent = self
             .client(Some(signer))
             .get_session_token()
             .set_duration_seconds(self.config.session_duration.map(duration_seconds))
             .send()
-            .await
-            .map_err(|e| {
-                self.sdk_error(
-                    action,
-                    target.clone(),
-                    CallKind::GetSessionToken,
-                    &signer.secrets(),
-                    e,
-                )
-            })?;
+            .await;
+        self.observe(action, started);
+        let out = sent.map_err(|e| {
+            self.sdk_error(
+                action,
+                target.clone(),
+                CallKind::GetSessionToken,
+                &signer.secrets(),
+                e,
+            )
+        })?;
         accept_answer(action, target, out.credentials(), None)
     }
 

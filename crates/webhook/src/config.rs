@@ -66,7 +66,7 @@ pub struct SidecarSettings {
     /// Always`, Kubernetes 1.29+); `false`: a regular container.
     #[serde(default = "default_true")]
     pub native_sidecar: bool,
-    /// Port of the sidecar's `/healthz` and `/readyz`.
+    /// Port of the sidecar's `/healthz`, `/readyz` and `/metrics`.
     #[serde(default = "default_health_port")]
     pub health_port: u16,
     /// Loopback port of the container-credentials endpoint

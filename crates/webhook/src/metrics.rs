@@ -1,10 +1,29 @@
-//! Prometheus metrics of the webhook, kept in atomics and rendered as the
-//! text exposition format on `GET /metrics`. Hand-written: a handful of
-//! counters and one histogram do not justify a metrics framework.
+//! Prometheus metrics of the webhook, served on `GET /metrics` and encoded by
+//! the `prometheus-client` crate: OpenMetrics text when the scrape asks for
+//! it (Prometheus does), the Prometheus text format 0.0.4 otherwise
+//! ([`Exposition`]).
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `tempcreds_webhook_requests_total{result}` | counter | admission requests by [`RequestResult`] |
+//! | `tempcreds_webhook_patches_total` | counter | pods patched (the `patched` requests) |
+//! | `tempcreds_webhook_denials_total` | counter | pods denied (the `denied` requests) |
+//! | `tempcreds_webhook_request_duration_seconds` | histogram | time to answer an admission request |
+//! | `tempcreds_webhook_serviceaccount_lookups_total`, `..._failed_total` | counter | direct ServiceAccount reads after a cache miss, and those that failed |
+//! | `tempcreds_webhook_tls_reloads_total`, `..._failed_total` | counter | certificate reload attempts, and those that failed |
+//! | `tempcreds_webhook_config_reloads_total`, `..._failed_total` | counter | config file reload attempts, and those that failed |
+//!
+//! Recording one review is one atomic increment and one histogram
+//! observation (a short uncontended lock): the counters of the four results
+//! are looked up once, when the metrics are made, not per request.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tempcreds_core::exposition::Exposition;
 
 /// How an admission request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,24 +62,9 @@ impl RequestResult {
 }
 
 /// Upper bounds of the latency histogram, in seconds.
-const BUCKETS: [f64; 12] = [
+pub const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
-
-/// The webhook's metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    requests: [AtomicU64; 4],
-    buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_nanos: AtomicU64,
-    sa_lookups: AtomicU64,
-    sa_lookup_failures: AtomicU64,
-    tls_reloads: AtomicU64,
-    tls_reload_failures: AtomicU64,
-    config_reloads: AtomicU64,
-    config_reload_failures: AtomicU64,
-}
 
 /// Something that was reloaded from disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,149 +75,146 @@ pub enum Reloaded {
     Config,
 }
 
+/// Attempts of something, and how many of them failed.
+#[derive(Debug, Default)]
+struct Attempts {
+    total: Counter,
+    failed: Counter,
+}
+
+impl Attempts {
+    fn register(&self, registry: &mut Registry, name: &str, help: &str) {
+        registry.register(
+            format!("tempcreds_webhook_{name}"),
+            help,
+            self.total.clone(),
+        );
+        registry.register(
+            format!("tempcreds_webhook_{name}_failed"),
+            format!("{help} that failed"),
+            self.failed.clone(),
+        );
+    }
+
+    fn record(&self, ok: bool) {
+        self.total.inc();
+        if !ok {
+            self.failed.inc();
+        }
+    }
+}
+
+/// The webhook's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `tempcreds_webhook_requests_total` by [`RequestResult::index`].
+    requests: [Counter; 4],
+    latency: Histogram,
+    sa_lookups: Attempts,
+    tls_reloads: Attempts,
+    config_reloads: Attempts,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let by_result = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        // Every result is listed from the start (at 0), and its counter is
+        // kept so that recording needs no label lookup.
+        let requests =
+            RequestResult::ALL.map(|r| by_result.get_or_create_owned(&[("result", r.as_str())]));
+        registry.register(
+            "tempcreds_webhook_requests",
+            "Admission requests by result",
+            by_result,
+        );
+        registry.register(
+            "tempcreds_webhook_patches",
+            "Pods patched (sidecar injected)",
+            requests[RequestResult::Patched.index()].clone(),
+        );
+        registry.register(
+            "tempcreds_webhook_denials",
+            "Pods denied",
+            requests[RequestResult::Denied.index()].clone(),
+        );
+        let latency = Histogram::new(BUCKETS);
+        registry.register_with_unit(
+            "tempcreds_webhook_request_duration",
+            "Time to answer an admission request",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let sa_lookups = Attempts::default();
+        sa_lookups.register(
+            &mut registry,
+            "serviceaccount_lookups",
+            "Direct ServiceAccount reads after a cache miss",
+        );
+        let tls_reloads = Attempts::default();
+        tls_reloads.register(&mut registry, "tls_reloads", "Certificate reload attempts");
+        let config_reloads = Attempts::default();
+        config_reloads.register(
+            &mut registry,
+            "config_reloads",
+            "Config file reload attempts",
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            sa_lookups,
+            tls_reloads,
+            config_reloads,
+        }
+    }
+}
+
 impl Metrics {
     /// Records one admission request and how long it took.
     pub fn record(&self, result: RequestResult, elapsed: Duration) {
-        self.requests[result.index()].fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.latency_sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.requests[result.index()].inc();
+        self.latency.observe(elapsed.as_secs_f64());
     }
 
     /// Records a direct ServiceAccount read after a cache miss.
     pub fn record_sa_lookup(&self, ok: bool) {
-        self.sa_lookups.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.sa_lookup_failures.fetch_add(1, Ordering::Relaxed);
-        }
+        self.sa_lookups.record(ok);
     }
 
     /// Records a reload attempt.
     pub fn record_reload(&self, what: Reloaded, ok: bool) {
-        let (total, failed) = match what {
-            Reloaded::Tls => (&self.tls_reloads, &self.tls_reload_failures),
-            Reloaded::Config => (&self.config_reloads, &self.config_reload_failures),
-        };
-        total.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            failed.fetch_add(1, Ordering::Relaxed);
+        match what {
+            Reloaded::Tls => self.tls_reloads.record(ok),
+            Reloaded::Config => self.config_reloads.record(ok),
         }
     }
 
     /// The number of requests that ended with `result`.
     pub fn requests(&self, result: RequestResult) -> u64 {
-        self.requests[result.index()].load(Ordering::Relaxed)
+        self.requests[result.index()].get()
     }
 
-    /// The metrics in the Prometheus text format.
-    pub fn render(&self) -> String {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::with_capacity(2048);
-        // Writing to a String cannot fail.
-        let _ = self.render_into(&mut out, load);
+    /// The metrics in `format`.
+    pub fn encode(&self, format: Exposition) -> String {
+        let mut out = String::with_capacity(4096);
+        let written = match format {
+            Exposition::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+            Exposition::PrometheusText => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        };
+        // Writing to a String cannot fail, and no metric here fails to encode.
+        debug_assert!(written.is_ok());
         out
     }
 
-    fn render_into(&self, out: &mut String, load: impl Fn(&AtomicU64) -> u64) -> std::fmt::Result {
-        writeln!(
-            out,
-            "# HELP tempcreds_webhook_requests_total Admission requests by result."
-        )?;
-        writeln!(out, "# TYPE tempcreds_webhook_requests_total counter")?;
-        for r in RequestResult::ALL {
-            writeln!(
-                out,
-                "tempcreds_webhook_requests_total{{result=\"{}\"}} {}",
-                r.as_str(),
-                load(&self.requests[r.index()])
-            )?;
-        }
-        writeln!(
-            out,
-            "# HELP tempcreds_webhook_patches_total Pods patched (sidecar injected)."
-        )?;
-        writeln!(out, "# TYPE tempcreds_webhook_patches_total counter")?;
-        writeln!(
-            out,
-            "tempcreds_webhook_patches_total {}",
-            load(&self.requests[RequestResult::Patched.index()])
-        )?;
-        writeln!(out, "# HELP tempcreds_webhook_denials_total Pods denied.")?;
-        writeln!(out, "# TYPE tempcreds_webhook_denials_total counter")?;
-        writeln!(
-            out,
-            "tempcreds_webhook_denials_total {}",
-            load(&self.requests[RequestResult::Denied.index()])
-        )?;
-        writeln!(
-            out,
-            "# HELP tempcreds_webhook_request_duration_seconds Time to answer an admission request."
-        )?;
-        writeln!(
-            out,
-            "# TYPE tempcreds_webhook_request_duration_seconds histogram"
-        )?;
-        let mut cumulative = 0;
-        for (bound, count) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += load(count);
-            writeln!(
-                out,
-                "tempcreds_webhook_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            )?;
-        }
-        let count = load(&self.latency_count);
-        writeln!(
-            out,
-            "tempcreds_webhook_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        )?;
-        writeln!(
-            out,
-            "tempcreds_webhook_request_duration_seconds_sum {}",
-            load(&self.latency_sum_nanos) as f64 / 1e9
-        )?;
-        writeln!(
-            out,
-            "tempcreds_webhook_request_duration_seconds_count {count}"
-        )?;
-        for (name, help, total, failed) in [
-            (
-                "serviceaccount_lookups",
-                "Direct ServiceAccount reads after a cache miss",
-                &self.sa_lookups,
-                &self.sa_lookup_failures,
-            ),
-            (
-                "tls_reloads",
-                "Certificate reload attempts",
-                &self.tls_reloads,
-                &self.tls_reload_failures,
-            ),
-            (
-                "config_reloads",
-                "Config file reload attempts",
-                &self.config_reloads,
-                &self.config_reload_failures,
-            ),
-        ] {
-            writeln!(out, "# HELP tempcreds_webhook_{name}_total {help}.")?;
-            writeln!(out, "# TYPE tempcreds_webhook_{name}_total counter")?;
-            writeln!(out, "tempcreds_webhook_{name}_total {}", load(total))?;
-            writeln!(
-                out,
-                "# HELP tempcreds_webhook_{name}_failed_total {help} that failed."
-            )?;
-            writeln!(out, "# TYPE tempcreds_webhook_{name}_failed_total counter")?;
-            writeln!(
-                out,
-                "tempcreds_webhook_{name}_failed_total {}",
-                load(failed)
-            )?;
-        }
-        Ok(())
+    /// The metrics in the Prometheus text format (what `curl` gets).
+    pub fn render(&self) -> String {
+        self.encode(Exposition::PrometheusText)
     }
 }
 
@@ -227,15 +228,62 @@ mod tests {
         m.record(RequestResult::Patched, Duration::from_micros(80));
         m.record(RequestResult::Denied, Duration::from_millis(3));
         m.record(RequestResult::Allowed, Duration::from_secs(2));
+        m.record_reload(Reloaded::Config, false);
+        m.record_sa_lookup(true);
         let text = m.render();
-        assert!(text.contains("tempcreds_webhook_requests_total{result=\"patched\"} 1"));
-        assert!(text.contains("tempcreds_webhook_denials_total 1"));
+        for line in [
+            "# TYPE tempcreds_webhook_requests_total counter",
+            "tempcreds_webhook_requests_total{result=\"patched\"} 1",
+            "tempcreds_webhook_requests_total{result=\"bad_request\"} 0",
+            "tempcreds_webhook_patches_total 1",
+            "tempcreds_webhook_denials_total 1",
+            "# TYPE tempcreds_webhook_request_duration_seconds histogram",
+            "tempcreds_webhook_request_duration_seconds_bucket{le=\"0.0001\"} 1",
+            "tempcreds_webhook_request_duration_seconds_bucket{le=\"0.005\"} 2",
+            "tempcreds_webhook_request_duration_seconds_bucket{le=\"1\"} 2",
+            "tempcreds_webhook_request_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "tempcreds_webhook_request_duration_seconds_count 3",
+            "tempcreds_webhook_serviceaccount_lookups_total 1",
+            "tempcreds_webhook_serviceaccount_lookups_failed_total 0",
+            "tempcreds_webhook_tls_reloads_total 0",
+            "tempcreds_webhook_config_reloads_total 1",
+            "tempcreds_webhook_config_reloads_failed_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tempcreds_webhook_request_duration_seconds_sum "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 2.00308).abs() < 1e-9, "{sum}");
+        assert_eq!(m.requests(RequestResult::Patched), 1);
+        assert_eq!(m.requests(RequestResult::BadRequest), 0);
+    }
+
+    #[test]
+    fn openmetrics_has_units_and_an_end() {
+        let m = Metrics::default();
+        m.record(RequestResult::Patched, Duration::from_micros(80));
+        let text = m.encode(Exposition::OpenMetrics);
         assert!(
-            text.contains("tempcreds_webhook_request_duration_seconds_bucket{le=\"0.0001\"} 1")
+            text.contains("# TYPE tempcreds_webhook_requests counter"),
+            "{text}"
         );
-        assert!(text.contains("tempcreds_webhook_request_duration_seconds_bucket{le=\"0.005\"} 2"));
-        assert!(text.contains("tempcreds_webhook_request_duration_seconds_bucket{le=\"1\"} 2"));
-        assert!(text.contains("tempcreds_webhook_request_duration_seconds_bucket{le=\"+Inf\"} 3"));
-        assert!(text.contains("tempcreds_webhook_request_duration_seconds_count 3"));
+        assert!(text.contains("tempcreds_webhook_patches_total 1"), "{text}");
+        assert!(
+            text.contains("# UNIT tempcreds_webhook_request_duration_seconds seconds"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn content_types_are_the_crates() {
+        assert_eq!(
+            Exposition::PrometheusText.content_type(),
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+        );
     }
 }

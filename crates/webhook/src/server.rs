@@ -21,13 +21,14 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tempcreds_core::annotations as a;
+use tempcreds_core::exposition::Exposition;
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
@@ -130,10 +131,14 @@ async fn readyz(
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// `/metrics`: OpenMetrics when the scrape asks for it, else the
+/// Prometheus text format.
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Exposition::from_accept(accept);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.encode(format),
     )
         .into_response()
 }

@@ -235,3 +235,72 @@ async fn readyz_fails_once_shutdown_has_begun() {
         .unwrap();
     assert_eq!(&body[..], b"shutting down\n");
 }
+
+/// `GET /metrics` with an `Accept` header, returning the content type and
+/// the body.
+async fn scrape(state: &Arc<AppState>, accept: Option<&str>) -> (String, String) {
+    let mut request = Request::get("/metrics");
+    if let Some(a) = accept {
+        request = request.header("accept", a);
+    }
+    let response = router(state.clone())
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (content_type, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn metrics_are_openmetrics_for_prometheus_and_text_for_others() {
+    let state = state();
+    let input = pod(json!({"tempcreds.io/role-arn": ROLE}), "default");
+    answer(&state, review("uid-m", "CREATE", input)).await;
+
+    // What Prometheus asks for: OpenMetrics first.
+    let (content_type, open) = scrape(
+        &state,
+        Some(
+            "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;\
+             version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+        ),
+    )
+    .await;
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    for line in [
+        "# TYPE tempcreds_webhook_requests counter",
+        "tempcreds_webhook_requests_total{result=\"patched\"} 1",
+        "tempcreds_webhook_patches_total 1",
+        "tempcreds_webhook_request_duration_seconds_count 1",
+        "# EOF",
+    ] {
+        assert!(open.lines().any(|l| l == line), "no {line:?} in\n{open}");
+    }
+
+    // curl and scrapers that do not name OpenMetrics: text format 0.0.4.
+    for accept in [None, Some("*/*"), Some("text/plain")] {
+        let (content_type, text) = scrape(&state, accept).await;
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(
+            text.lines()
+                .any(|l| l == "# TYPE tempcreds_webhook_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "tempcreds_webhook_patches_total 1"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+}

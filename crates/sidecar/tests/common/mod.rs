@@ -225,6 +225,27 @@ impl Running {
         response.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// The status and body of `GET path` on the health address with
+    /// `accept` as the `Accept` header, if it answers.
+    pub fn get(&self, path: &str, accept: Option<&str>) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.health_port)).ok()?;
+        // A guard against a hung listener, not a latency expectation.
+        s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+        let accept = accept
+            .map(|a| format!("Accept: {a}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        s.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let (_, body) = response.split_once("\r\n\r\n")?;
+        Some((status, body.to_owned()))
+    }
+
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&mut self) {
         wait_until(
