@@ -57,35 +57,10 @@ stop() {
   done
 }
 
-# client_cert NAME: DIR/cert-manager/NAME.{key,crt} for user cert-manager-NAME
-# in system:masters, and NAME.kubeconfig using them.
+# client_cert NAME: DIR/cert-manager/NAME.kubeconfig for a client
+# certificate of user cert-manager-NAME in system:masters (lib.sh).
 client_cert() {
-  local pki="${cm}/pki"
-  mkdir -p "$pki"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -subj "/O=system:masters/CN=cert-manager-$1" \
-    -keyout "${pki}/$1.key" -out "${pki}/$1.csr" 2>/dev/null
-  openssl x509 -req -in "${pki}/$1.csr" -CA "${dir}/pki/ca.crt" -CAkey "${dir}/pki/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 30 -out "${pki}/$1.crt" \
-    -extfile <(echo "extendedKeyUsage=clientAuth") 2>/dev/null
-  cat > "${cm}/$1.kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster:
-    server: ${TEMPCREDS_APISERVER_URL}
-    certificate-authority: ${dir}/pki/ca.crt
-users:
-- name: cert-manager-$1
-  user:
-    client-certificate: ${pki}/$1.crt
-    client-key: ${pki}/$1.key
-contexts:
-- name: local
-  context: {cluster: local, user: cert-manager-$1}
-current-context: local
-KC
+  write_client_kubeconfig "$dir" "$cm" "$1" "/O=system:masters/CN=cert-manager-$1"
 }
 
 # wait_ready NAME PORT: until NAME's /readyz answers 200, or it exits.

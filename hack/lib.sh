@@ -45,3 +45,36 @@ write_users() {
     'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >"$1/passwd"
   printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' >"$1/group"
 }
+
+# Writes OUT/NAME.kubeconfig for a client certificate (OUT/pki/NAME.{key,crt},
+# EC P-256, 30 days) with SUBJECT, signed by the control plane's CA in CPDIR
+# (CPDIR/pki/ca.{crt,key}), for the API server at TEMPCREDS_APISERVER_URL.
+# The user name in the kubeconfig is NAME.
+write_client_kubeconfig() { # CPDIR OUT NAME SUBJECT
+  local cp="$1" out="$2" name="$3" subject="$4"
+  local pki="${out}/pki"
+  mkdir -p "$pki"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "$subject" \
+    -keyout "${pki}/${name}.key" -out "${pki}/${name}.csr" 2>/dev/null
+  openssl x509 -req -in "${pki}/${name}.csr" -CA "${cp}/pki/ca.crt" -CAkey "${cp}/pki/ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 30 -out "${pki}/${name}.crt" \
+    -extfile <(echo "extendedKeyUsage=clientAuth") 2>/dev/null
+  cat > "${out}/${name}.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: ${TEMPCREDS_APISERVER_URL}
+    certificate-authority: ${cp}/pki/ca.crt
+users:
+- name: ${name}
+  user:
+    client-certificate: ${pki}/${name}.crt
+    client-key: ${pki}/${name}.key
+contexts:
+- name: local
+  context: {cluster: local, user: ${name}}
+current-context: local
+KC
+}

@@ -192,32 +192,8 @@ pick_index_and_bridge() {
   die "no free node index (bridges tcbr0..tcbr63 all exist)"
 }
 
-client_cert() { # NAME SUBJECT
-  local pki="${node}/pki"
-  mkdir -p "$pki"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "$2" \
-    -keyout "${pki}/$1.key" -out "${pki}/$1.csr" 2>/dev/null
-  openssl x509 -req -in "${pki}/$1.csr" -CA "${dir}/pki/ca.crt" -CAkey "${dir}/pki/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 30 -out "${pki}/$1.crt" \
-    -extfile <(echo "extendedKeyUsage=clientAuth") 2>/dev/null
-  cat > "${node}/$1.kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster:
-    server: ${TEMPCREDS_APISERVER_URL}
-    certificate-authority: ${dir}/pki/ca.crt
-users:
-- name: $1
-  user:
-    client-certificate: ${pki}/$1.crt
-    client-key: ${pki}/$1.key
-contexts:
-- name: local
-  context: {cluster: local, user: $1}
-current-context: local
-KC
+client_cert() { # NAME SUBJECT: NODE/NAME.kubeconfig (lib.sh)
+  write_client_kubeconfig "$dir" "$node" "$1" "$2"
 }
 
 # The kubelet's command line, for start and restart-kubelet.

@@ -159,23 +159,8 @@ impl Release {
             .cp()
             .create_namespace(prefix, &[&label])
             .expect("create the app namespace");
-        let body = unscheduled_pod().to_string();
         wait_until("the webhook answers through its Service", LIMIT, || {
-            self.cp()
-                .kubectl_stdin(
-                    &[
-                        "-n",
-                        &ns,
-                        "create",
-                        "--dry-run=server",
-                        "-f",
-                        "-",
-                        "-o",
-                        "jsonpath={.spec.initContainers[*].name}",
-                    ],
-                    Some(&body),
-                )
-                .is_ok_and(|names| names.split_whitespace().any(|n| n == SIDECAR))
+            create_probe(self.cp(), &ns, true).is_ok_and(|injected| injected)
         });
         ns
     }
@@ -330,6 +315,19 @@ fn unscheduled_pod() -> Value {
     })
 }
 
+/// Creates an [`unscheduled_pod`] in `ns` (`dry_run`: server-side, nothing
+/// stored); Ok(whether the webhook injected the sidecar), or kubectl's
+/// error (the API server's refusal).
+fn create_probe(cp: &ControlPlane, ns: &str, dry_run: bool) -> anyhow::Result<bool> {
+    let mut args = vec!["-n", ns, "create", "-f", "-"];
+    if dry_run {
+        args.push("--dry-run=server");
+    }
+    args.extend(["-o", "jsonpath={.spec.initContainers[*].name}"]);
+    let names = cp.kubectl_stdin(&args, Some(&unscheduled_pod().to_string()))?;
+    Ok(names.split_whitespace().any(|n| n == SIDECAR))
+}
+
 /// Pods created one after another in a namespace until stopped; counts
 /// the creations that succeeded with the sidecar injected and records every
 /// one that did not.
@@ -345,25 +343,12 @@ impl Creator {
         let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (cp, ns, stop2, done2) = (cp.clone(), ns.to_owned(), stop.clone(), done.clone());
         let handle = std::thread::spawn(move || {
-            let body = unscheduled_pod().to_string();
             let mut failures = Vec::new();
             let mut created = 0;
             while !stop2.load(Ordering::SeqCst) {
-                let out = cp.kubectl_stdin(
-                    &[
-                        "-n",
-                        &ns,
-                        "create",
-                        "-f",
-                        "-",
-                        "-o",
-                        "jsonpath={.spec.initContainers[*].name}",
-                    ],
-                    Some(&body),
-                );
-                match out {
-                    Ok(names) if names.split_whitespace().any(|n| n == SIDECAR) => created += 1,
-                    Ok(names) => failures.push(format!("created without the sidecar: [{names}]")),
+                match create_probe(&cp, &ns, false) {
+                    Ok(true) => created += 1,
+                    Ok(false) => failures.push("created without the sidecar".to_owned()),
                     Err(e) => failures.push(format!("{e:#}")),
                 }
                 done2.fetch_add(1, Ordering::SeqCst);
@@ -558,24 +543,9 @@ fn helm_install_injects_a_deployment_whose_app_calls_aws_and_uninstall_leaves_no
         ])
         .unwrap();
     assert_eq!(left.trim(), "", "helm uninstall left objects behind");
-    let after = cp
-        .kubectl_stdin(
-            &[
-                "-n",
-                &ns,
-                "create",
-                "-f",
-                "-",
-                "-o",
-                "jsonpath={.metadata.annotations}",
-            ],
-            Some(&unscheduled_pod().to_string()),
-        )
-        .expect("a pod is created after the webhook was uninstalled");
-    assert!(
-        !after.contains("tempcreds.io/injected"),
-        "injected after uninstall: {after}"
-    );
+    let injected =
+        create_probe(&cp, &ns, false).expect("a pod is created after the webhook was uninstalled");
+    assert!(!injected, "a pod was injected after uninstall");
 }
 
 #[test]
@@ -761,23 +731,8 @@ fn cert_manager_mode_issues_the_certificate_injects_the_ca_and_pods_are_injected
 
     // Pods in a routed namespace are injected through the webhook's Service.
     let ns = release.app_namespace("cm");
-    let names = cp
-        .kubectl_stdin(
-            &[
-                "-n",
-                &ns,
-                "create",
-                "-f",
-                "-",
-                "-o",
-                "jsonpath={.spec.initContainers[*].name}",
-            ],
-            Some(&unscheduled_pod().to_string()),
-        )
+    let injected = create_probe(&cp, &ns, false)
         .unwrap_or_else(|e| panic!("{e:#}\n{}", release.diagnostics()));
-    assert!(
-        names.split_whitespace().any(|n| n == SIDECAR),
-        "the pod was not injected: [{names}]"
-    );
+    assert!(injected, "the pod was not injected");
     let _ = cp.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }
