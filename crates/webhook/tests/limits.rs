@@ -10,18 +10,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde_json::json;
-use tempcreds_webhook::ClusterConfig;
-use tempcreds_webhook::metrics::Metrics;
-use tempcreds_webhook::sa_cache::ServiceAccounts;
-use tempcreds_webhook::server::{
-    AppState, BODY_LIMIT, Limits, Shutdown, router, serve_with_limits,
-};
-use tempcreds_webhook::tls::CertStore;
+use tempcreds_webhook::server::{BODY_LIMIT, Limits, Shutdown};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -46,43 +38,19 @@ const PATIENT: Limits = Limits {
 /// fails: far above the limits, so only a server that never closes fails.
 const GUARD: Duration = Duration::from_secs(120);
 
-struct Server {
-    addr: std::net::SocketAddr,
-    url: String,
-    root_pem: String,
-    _dir: tempfile::TempDir,
-}
+type Server = common::TestServer;
 
 async fn start() -> Server {
     start_with(LIMITS).await
 }
 
 async fn start_with(limits: Limits) -> Server {
-    let pki = common::Pki::new();
-    let leaf = pki.leaf("limits");
-    let dir = tempfile::tempdir().unwrap();
-    let certs = common::CertDir::new(dir.path(), &leaf.chain_pem, &leaf.key_pem);
-    let store = CertStore::open(&certs.cert(), &certs.key()).unwrap();
-    let state = Arc::new(AppState {
-        config: Arc::new(ArcSwap::from_pointee(ClusterConfig::with_image("img"))),
-        service_accounts: ServiceAccounts::Disabled,
-        metrics: Arc::new(Metrics::default()),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_with_limits(
-        listener,
-        store.server_config().unwrap(),
-        router(state),
+    common::start_server(
+        "limits",
         Shutdown::immediate(std::future::pending(), Duration::from_secs(1)),
         limits,
-    ));
-    Server {
-        addr,
-        url: format!("https://127.0.0.1:{}", addr.port()),
-        root_pem: pki.root_pem(),
-        _dir: dir,
-    }
+    )
+    .await
 }
 
 /// A TLS connection trusting the test root, without HTTP on top.

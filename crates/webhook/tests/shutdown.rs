@@ -15,17 +15,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use serde_json::{Value, json};
-use tempcreds_webhook::ClusterConfig;
-use tempcreds_webhook::metrics::Metrics;
-use tempcreds_webhook::sa_cache::ServiceAccounts;
-use tempcreds_webhook::server::{AppState, Limits, Shutdown, router, serve_with_limits};
-use tempcreds_webhook::tls::CertStore;
+use tempcreds_webhook::server::{Limits, Shutdown};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -41,13 +34,7 @@ const PATIENT: Limits = Limits {
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/app";
 
-struct Server {
-    addr: SocketAddr,
-    url: String,
-    root_pem: String,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
+type Server = common::TestServer;
 
 /// Serves until `shutdown` ends it, with [`PATIENT`] limits.
 async fn start(
@@ -56,32 +43,7 @@ async fn start(
         impl std::future::Future<Output = ()> + Send + 'static,
     >,
 ) -> Server {
-    let pki = common::Pki::new();
-    let leaf = pki.leaf("shutdown");
-    let dir = tempfile::tempdir().unwrap();
-    let certs = common::CertDir::new(dir.path(), &leaf.chain_pem, &leaf.key_pem);
-    let store = CertStore::open(&certs.cert(), &certs.key()).unwrap();
-    let state = Arc::new(AppState {
-        config: Arc::new(ArcSwap::from_pointee(ClusterConfig::with_image("img"))),
-        service_accounts: ServiceAccounts::Disabled,
-        metrics: Arc::new(Metrics::default()),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(serve_with_limits(
-        listener,
-        store.server_config().unwrap(),
-        router(state),
-        shutdown,
-        PATIENT,
-    ));
-    Server {
-        addr,
-        url: format!("https://127.0.0.1:{}", addr.port()),
-        root_pem: pki.root_pem(),
-        task,
-        _dir: dir,
-    }
+    common::start_server("shutdown", shutdown, PATIENT).await
 }
 
 /// Reads one HTTP/1.1 response: its head (lower case) and its body (by

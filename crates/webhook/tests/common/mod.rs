@@ -198,3 +198,60 @@ pub async fn tls_connect(
         .await
         .unwrap()
 }
+
+/// The webhook's HTTPS server (its router, default config, no cluster) on
+/// a free loopback port with a serving certificate from a fresh [`Pki`]:
+/// what the limits and shutdown tests drive directly.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The root the serving certificate chains to.
+    pub root_pem: String,
+    /// The serving task; ends when `shutdown` has run its course.
+    pub task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a [`TestServer`] whose certificate names `cn`, with `shutdown`
+/// and `limits`.
+pub async fn start_server<S, D>(
+    cn: &str,
+    shutdown: tempcreds_webhook::server::Shutdown<S, D>,
+    limits: tempcreds_webhook::server::Limits,
+) -> TestServer
+where
+    S: std::future::Future<Output = ()> + Send + 'static,
+    D: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tempcreds_webhook::server::{AppState, router, serve_with_limits};
+    let pki = Pki::new();
+    let leaf = pki.leaf(cn);
+    let dir = tempfile::tempdir().unwrap();
+    let certs = CertDir::new(dir.path(), &leaf.chain_pem, &leaf.key_pem);
+    let store = tempcreds_webhook::tls::CertStore::open(&certs.cert(), &certs.key()).unwrap();
+    let state = Arc::new(AppState {
+        config: Arc::new(arc_swap::ArcSwap::from_pointee(
+            tempcreds_webhook::ClusterConfig::with_image("img"),
+        )),
+        service_accounts: tempcreds_webhook::sa_cache::ServiceAccounts::Disabled,
+        metrics: Arc::new(tempcreds_webhook::metrics::Metrics::default()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(serve_with_limits(
+        listener,
+        store.server_config().unwrap(),
+        router(state),
+        shutdown,
+        limits,
+    ));
+    TestServer {
+        addr,
+        url: format!("https://127.0.0.1:{}", addr.port()),
+        root_pem: pki.root_pem(),
+        task,
+        _dir: dir,
+    }
+}
