@@ -9,6 +9,13 @@ use clap::Parser;
 use tempcreds_webhook::cli::{Cli, Command, LogFormat};
 use tempcreds_webhook::{error_chain, inject_cmd, server};
 
+/// mimalloc instead of glibc's allocator: a review allocates and frees a
+/// few hundred small objects (JSON values, strings, maps), and glibc's
+/// malloc took about a quarter of the webhook's CPU under load
+/// (`make bench`, bench/results.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for an unusable config or certificate (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 

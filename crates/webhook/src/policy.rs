@@ -238,6 +238,29 @@ fn join(items: impl Iterator<Item = String>) -> String {
 /// every path says so with `**` (`role/payments/**`). A dynamic program over
 /// pattern and text (at most their product in steps), so no pattern is slow.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    // The literal parts before the first and after the last wildcard match
+    // only themselves: a pattern that is an ARN prefix and one `*` (the
+    // usual rule) is mostly decided by two comparisons, and the dynamic
+    // program only runs on what lies between. This runs for every rule at
+    // every admission.
+    let is_wild = |c: char| matches!(c, '*' | '?');
+    let Some(first) = pattern.find(is_wild) else {
+        return pattern == text;
+    };
+    let Some(text) = text.strip_prefix(&pattern[..first]) else {
+        return false;
+    };
+    let pattern = &pattern[first..];
+    let last = pattern.rfind(is_wild).unwrap_or(0);
+    let Some(text) = text.strip_suffix(&pattern[last + 1..]) else {
+        return false;
+    };
+    wildcard_match(&pattern[..=last], text)
+}
+
+/// [`glob_match`] of the part of a pattern from its first wildcard to its
+/// last, against the text between the literal head and tail.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
     enum Tok {
         Char(char),
         One,
@@ -262,9 +285,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let t: Vec<char> = text.chars().collect();
     // row[j]: the tokens so far match the first j characters of the text.
     let mut row = vec![false; t.len() + 1];
+    let mut next = vec![false; t.len() + 1];
     row[0] = true;
     for tok in &toks {
-        let mut next = vec![false; t.len() + 1];
         for j in 0..=t.len() {
             next[j] = match tok {
                 Tok::Star => row[j] || (j > 0 && next[j - 1] && t[j - 1] != '/'),
@@ -276,7 +299,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         if !next.contains(&true) {
             return false;
         }
-        row = next;
+        std::mem::swap(&mut row, &mut next);
     }
     row[t.len()]
 }
