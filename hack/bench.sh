@@ -8,14 +8,24 @@
 #   2. the release webhook over TLS under the load generator
 #      (crates/webhook/examples/load.rs): fixed rates and saturation,
 #      latency percentiles, peak RSS (VmHWM), CPU time per review
-#   3. pod-creation latency on the local kube-apiserver with and without the
+#   3. the webhook in the configuration users run, on the local
+#      kube-apiserver: ServiceAccount and namespace watch caches, the role
+#      from the ServiceAccount's annotation, a policy with namespace
+#      selectors, `info` logging; pinned to CPU 0 with the load generator on
+#      CPU 1: CPU per review (3 rounds at saturation), p99 at half of
+#      saturation, peak RSS, and a perf profile (when perf is installed)
+#   4. pod-creation latency on the local kube-apiserver with and without the
 #      webhook registered (hack/bench-pods.py)
-#   4. the release sidecar against moto: start to first file, RSS at refresh
-#      10 and 100, idle wakeups (context switches over 30 s, then an strace
-#      syscall count over 10 s), stripped binary sizes
+#   5. the release sidecar against moto: start to first file, RSS at refresh
+#      10 and 100, CPU per refresh against a shell loop around
+#      `aws sts assume-role` writing the same file, RSS over 10,000 refreshes
+#      back to back (crates/sidecar/examples/refresh_soak.rs), idle wakeups
+#      (context switches over 30 s, then an strace syscall count over 10 s),
+#      stripped binary sizes
 #
 # BENCH_OUT overrides the results file; BENCH_QUICK=1 shortens every step
-# (for trying the script, not for figures).
+# (for trying the script, not for figures); BENCH_PROFILE=0 skips the perf
+# profile (and its build).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "${here}/lib.sh"
@@ -25,9 +35,20 @@ need cargo; need curl; need openssl; need python3
 
 quick="${BENCH_QUICK:-0}"
 if [[ "$quick" == 1 ]]; then
-  load_secs=3; sat_secs=3; pods=30; refreshes=12; idle_secs=5; strace_secs=3; crit=(--warm-up-time 1 --measurement-time 1)
+  load_secs=3; sat_secs=3; pods=30; refreshes=12; idle_secs=5; strace_secs=3; soak=300; aws_loops=3; crit=(--warm-up-time 1 --measurement-time 1)
 else
-  load_secs=8; sat_secs=10; pods=200; refreshes=100; idle_secs=30; strace_secs=10; crit=(--warm-up-time 1 --measurement-time 4)
+  load_secs=8; sat_secs=10; pods=200; refreshes=100; idle_secs=30; strace_secs=10; soak=10000; aws_loops=20; crit=(--warm-up-time 1 --measurement-time 4)
+fi
+profile="${BENCH_PROFILE:-1}"
+if [[ "$profile" == 1 ]] && ! command -v perf >/dev/null 2>&1; then
+  say "perf is not installed (Debian: linux-perf): no profile"
+  profile=0
+fi
+# The webhook measured on one CPU, its load generator on another.
+if [[ $(nproc) -ge 2 ]] && command -v taskset >/dev/null 2>&1; then
+  pin_hook=(taskset -c 0); pin_load=(taskset -c 1); pinning="webhook pinned to CPU 0, load generator to CPU 1"
+else
+  pin_hook=(); pin_load=(); pinning="not pinned (fewer than 2 CPUs or no taskset)"
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/tempcreds-bench.XXXXXX")"
@@ -92,13 +113,19 @@ say "machine: ${machine}; load average ${load_before}"
 
 step() { say "== $*"; }
 
-step "release build (binaries and the load generator)"
+step "release build (binaries, the load generator, the refresh soak)"
 (cd "$root" && cargo build --release --locked -p tempcreds-webhook --bins --example load \
-  && cargo build --profile release-sidecar --locked -p tempcreds-sidecar --bins)
+  && cargo build --profile release-sidecar --locked -p tempcreds-sidecar --bins --example refresh_soak)
 rel="${CARGO_TARGET_DIR:-${root}/target}/release"
 # The sidecar as shipped: built for size (Cargo.toml's release-sidecar).
 rel_sidecar="${CARGO_TARGET_DIR:-${root}/target}/release-sidecar"
 load_bin="${rel}/examples/load"
+if [[ "$profile" == 1 ]]; then
+  # The release webhook with its symbols kept, for perf (Cargo.toml's
+  # profiling profile).
+  (cd "$root" && cargo build --profile profiling --locked -p tempcreds-webhook --bins)
+fi
+profiling_bin="${CARGO_TARGET_DIR:-${root}/target}/profiling/tempcreds-webhook"
 
 step "criterion: the mutation and the /mutate handler"
 (cd "$root" && cargo bench --locked -p tempcreds-webhook --bench mutate -- "${crit[@]}" --noplot) | tee "${work}/criterion.txt"
@@ -132,11 +159,17 @@ openssl x509 -req -in "${tls}/tls.csr" -CA "${tls}/ca.crt" -CAkey "${tls}/ca.key
   -days 1 -out "${tls}/tls.crt" -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n') 2>/dev/null
 printf 'sidecar:\n  image: ghcr.io/tempcreds/tempcreds-sidecar:0.1.0\nregion: us-east-1\n' >"${work}/config.yaml"
 # No Service routes to this local process: it may stop at once on SIGTERM.
-start_webhook() { # PORT [ENV...] ; sets hook_pid
+# The log is kept out of the config's directory: the webhook watches that
+# directory, and each log line would wake its watch.
+mkdir -p "${work}/logs"
+hook_bin="${rel}/tempcreds-webhook"
+hook_config="${work}/config.yaml"
+hook_prefix=()
+start_webhook() { # PORT [ENV...] ; runs "${hook_prefix[@]}" "$hook_bin" with $hook_config; sets hook_pid
   local port=$1; shift
-  env -i PATH="$PATH" HOME="$work" RUST_LOG=warn "$@" "${rel}/tempcreds-webhook" serve \
+  env -i PATH="$PATH" HOME="$work" RUST_LOG=warn "$@" "${hook_prefix[@]}" "$hook_bin" serve \
     --listen "127.0.0.1:${port}" --tls-cert-file "${tls}/tls.crt" --tls-key-file "${tls}/tls.key" \
-    --config "${work}/config.yaml" --log-format json --shutdown-delay 0 >>"${work}/webhook.log" 2>&1 &
+    --config "$hook_config" --log-format json --shutdown-delay 0 >>"${work}/logs/webhook.log" 2>&1 &
   hook_pid=$!
   pids+=("$hook_pid")
   wait_for "https://127.0.0.1:${port}/readyz" --cacert "${tls}/ca.crt"
@@ -160,12 +193,98 @@ cpu_per_review="$(awk -v t=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_
 kill "$hook_pid"; wait "$hook_pid" 2>/dev/null || true
 cat "${work}/load.txt"
 
-step "pod creation on the local kube-apiserver, with and without the webhook"
+step "the local kube-apiserver"
 "${here}/control-plane.sh" start "${work}/cp" >/dev/null
 cp_started=1
 # shellcheck disable=SC1091
 source "${work}/cp/env"
 kubectl="${TEMPCREDS_CACHE}/bin/kubectl"
+
+step "webhook in the cluster configuration (${pinning})"
+# 50 namespaces with a labelled namespace and an annotated ServiceAccount
+# each, so the caches hold more than the one the reviews name.
+{
+  for i in $(seq 1 50); do
+    printf -- '---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-%d, labels: {team: t%d}}\n' "$i" "$i"
+    printf -- '---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: app, namespace: team-%d, annotations: {tempcreds.io/role-arn: "arn:aws:iam::123456789012:role/t%d-app"}}\n' "$i" "$i"
+  done
+  printf -- '---\napiVersion: v1\nkind: Namespace\nmetadata: {name: web, labels: {team: web}}\n'
+  printf -- '---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: web, namespace: web, annotations: {tempcreds.io/role-arn: "arn:aws:iam::123456789012:role/web-reader"}}\n'
+} | "$kubectl" apply -f - >/dev/null
+cat >"${work}/config-cluster.yaml" <<YAML
+sidecar:
+  image: ghcr.io/tempcreds/tempcreds-sidecar:0.1.0
+region: us-east-1
+policy:
+  allowedSources: [web-identity]
+  roles:
+  - namespaces: [payments, "payments-*"]
+    roleArns: ["arn:aws:iam::123456789012:role/payments-*"]
+  - namespaceSelector: {matchLabels: {team: data}}
+    roleArns: ["arn:aws:iam::123456789012:role/data-*", "arn:aws:iam::*:role/shared-reader"]
+  - namespaceSelector: {matchLabels: {team: web}}
+    roleArns: ["arn:aws:iam::123456789012:role/web-*"]
+YAML
+# What a Deployment's ReplicaSet sends: no tempcreds annotation on the pod,
+# the role from its ServiceAccount.
+cat >"${work}/review-cluster.json" <<'JSON'
+{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"bench","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"web","operation":"CREATE","userInfo":{"username":"system:serviceaccount:kube-system:replicaset-controller"},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-7d9f8c-","namespace":"web","labels":{"app":"web","pod-template-hash":"7d9f8c"}},"spec":{"serviceAccountName":"web","containers":[{"name":"web","image":"example.com/web:1","ports":[{"containerPort":8080}],"env":[{"name":"LOG_LEVEL","value":"info"}],"volumeMounts":[{"name":"kube-api-access","mountPath":"/var/run/secrets/kubernetes.io/serviceaccount","readOnly":true}]}],"volumes":[{"name":"kube-api-access","projected":{"sources":[{"serviceAccountToken":{"path":"token","expirationSeconds":3607}}]}}]}}}}
+JSON
+review_cluster="${work}/review-cluster.json"
+hook_config="${work}/config-cluster.yaml"
+hook_prefix=("${pin_hook[@]}")
+hook_port="$(free_port)"
+# /readyz answers once both watch caches have synced.
+start_webhook "$hook_port" KUBECONFIG="$KUBECONFIG" RUST_LOG=info
+cluster_url="https://127.0.0.1:${hook_port}/mutate"
+cluster_load() { # SECONDS RATE
+  "${pin_load[@]}" "$load_bin" "$cluster_url" "${tls}/ca.crt" 32 "$1" "$2" "$review_cluster" | tee -a "${work}/cluster.txt" | grep '^RESULT'
+}
+answer="$(curl -fsS --cacert "${tls}/ca.crt" -H 'content-type: application/json' --data @"$review_cluster" "$cluster_url")"
+grep -q '"patch"' <<<"$answer" || die "the cluster configuration's review was not patched: ${answer}"
+cluster_load 2 0 >/dev/null # warm-up
+cluster_cpu=(); cluster_thr=()
+for round in 1 2 3; do
+  t0="$(cpu_ticks "$hook_pid")"
+  r="$(cluster_load "$sat_secs" 0)"
+  t1="$(cpu_ticks "$hook_pid")"
+  cluster_cpu+=("$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$(field "$r" reviews)" 'BEGIN {printf "%.0f", t / hz * 1e6 / n}')")
+  cluster_thr+=("$(field "$r" achieved)")
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+range() { printf '%s\n' "$@" | sort -n | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "–" hi}'; }
+cluster_cpu_median="$(median "${cluster_cpu[@]}")"
+cluster_thr_median="$(median "${cluster_thr[@]}")"
+half_rate=$((cluster_thr_median / 2))
+cluster_half="$(cluster_load "$load_secs" "$half_rate")"
+cluster_hwm="$(status_kib "$hook_pid" VmHWM)"
+kill "$hook_pid"; wait "$hook_pid" 2>/dev/null || true
+cat "${work}/cluster.txt"
+
+profile_summary="not measured (BENCH_PROFILE=0 or no perf)"
+if [[ "$profile" == 1 ]]; then
+  step "perf profile of the webhook in the cluster configuration"
+  hook_bin="$profiling_bin"
+  hook_port="$(free_port)"
+  start_webhook "$hook_port" KUBECONFIG="$KUBECONFIG" RUST_LOG=info
+  cluster_url="https://127.0.0.1:${hook_port}/mutate"
+  cluster_load $((sat_secs + 4)) 0 >/dev/null &
+  profile_load=$!
+  sleep 2
+  if perf record -F 499 --call-graph dwarf,32768 -p "$hook_pid" -o "${work}/perf.data" -- sleep "$((sat_secs / 2 + 1))" >"${work}/perf-record.log" 2>&1; then
+    perf script -i "${work}/perf.data" 2>/dev/null | python3 "${here}/perf-summary.py" >"${work}/profile.txt"
+    profile_summary="$(cat "${work}/profile.txt")"
+  else
+    profile_summary="perf record failed: $(tail -n1 "${work}/perf-record.log")"
+  fi
+  wait "$profile_load" || true
+  kill "$hook_pid"; wait "$hook_pid" 2>/dev/null || true
+  hook_bin="${rel}/tempcreds-webhook"
+fi
+hook_prefix=()
+hook_config="${work}/config.yaml"
+
+step "pod creation on the local kube-apiserver, with and without the webhook"
 hook_port="$(free_port)"
 start_webhook "$hook_port" KUBECONFIG="$KUBECONFIG"
 ca_b64="$(base64 -w0 "${tls}/ca.crt")"
@@ -214,17 +333,25 @@ wait_for "http://127.0.0.1:${moto_port}/moto-api/"
 : >"${work}/empty"
 # Each sidecar gets its own key directory, as in a pod: the directory is
 # watched, and another process reading files in it would wake the watcher.
-sidecar() { # DIR ARGS... (replaces the shell: run it in a subshell or with &)
-  local dir=$1; shift
+sidecar_env=(env -i PATH="$PATH" HOME="$work" AWS_CONFIG_FILE="${work}/empty" AWS_SHARED_CREDENTIALS_FILE="${work}/empty"
+  AWS_EC2_METADATA_DISABLED=true)
+sidecar_setup() { # DIR: writes DIR/keys, sets sidecar_flags (`run`'s flags for DIR)
+  local dir=$1
   local keys="${dir}/keys"
   mkdir -p "$dir/keys" "$dir/out"
   printf 'AKIABENCHEXAMPLE0001' >"${keys}/id"
   printf 'benchSecretAccessKeyValue+1' >"${keys}/secret"
-  exec env -i PATH="$PATH" HOME="$work" AWS_CONFIG_FILE="${work}/empty" AWS_SHARED_CREDENTIALS_FILE="${work}/empty" \
-    AWS_EC2_METADATA_DISABLED=true "${rel_sidecar}/tempcreds-sidecar" run --output-dir "$dir/out" \
-    --source secret --role-arn arn:aws:iam::123456789012:role/bench \
-    --access-key-id-file "${keys}/id" --secret-access-key-file "${keys}/secret" \
-    --region us-east-1 --sts-endpoint "http://127.0.0.1:${moto_port}" "$@"
+  sidecar_flags=(--output-dir "$dir/out" --source secret --role-arn arn:aws:iam::123456789012:role/bench
+    --access-key-id-file "${keys}/id" --secret-access-key-file "${keys}/secret"
+    --region us-east-1 --sts-endpoint "http://127.0.0.1:${moto_port}")
+}
+sidecar() { # DIR ARGS... (replaces the shell: run it in a subshell or with &)
+  local dir=$1; shift
+  sidecar_setup "$dir"
+  exec "${sidecar_env[@]}" "${rel_sidecar}/tempcreds-sidecar" run "${sidecar_flags[@]}" "$@"
+}
+cpu_ns() { # PID -> CPU time of its live threads in ns (/proc/PID/task/*/schedstat)
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'
 }
 
 # Start to first file: `run --once`, from exec to exit after the files are written.
@@ -250,9 +377,11 @@ pids+=("$busy_pid")
   writes() { grep -c 'credentials written' "${work}/busy.log" 2>/dev/null || true; }
   until [[ $(writes) -ge 11 ]]; do sleep 0.1; done
   status_kib "$busy_pid" VmRSS >"${work}/rss10"
+  cpu_ns "$busy_pid" >"${work}/cpu10"
   until [[ $(writes) -ge $((refreshes / 2 + 6)) ]]; do sleep 0.1; done
   status_kib "$busy_pid" VmRSS >"${work}/rssmid"
   until [[ $(writes) -ge $((refreshes + 1)) ]]; do sleep 0.1; done
+  cpu_ns "$busy_pid" >"${work}/cpu100"
   status_kib "$busy_pid" VmRSS >"${work}/rss100"
   status_kib "$busy_pid" VmHWM >"${work}/hwm100"
 ) &
@@ -284,8 +413,43 @@ kill "$idle_pid"; wait "$idle_pid" 2>/dev/null || true
 
 wait "$monitor"
 busy_refreshes=$(( $(grep -c 'credentials written' "${work}/busy.log") - 1 ))
+# CPU per refresh of the running sidecar, from refresh 10 to the last
+# (the writes counted when each was sampled).
+refresh_cpu_us="$(awk -v a="$(cat "${work}/cpu10")" -v b="$(cat "${work}/cpu100")" -v n=$((refreshes - 10)) \
+  'BEGIN {printf "%.0f", (b - a) / n / 1000}')"
 rssmid="$(cat "${work}/rssmid")"; rss10="$(cat "${work}/rss10")"; rss100="$(cat "${work}/rss100")"; hwm100="$(cat "${work}/hwm100")"
 kill "$busy_pid"; wait "$busy_pid" 2>/dev/null || true
+
+# The do-it-yourself sidecar: a shell loop around `aws sts assume-role`
+# writing the same credentials file, its CPU (user + system of every process
+# it starts) per refresh.
+aws_dir="${work}/aws-loop"; mkdir -p "$aws_dir"
+aws_cpu_us="$("${sidecar_env[@]}" AWS_ACCESS_KEY_ID=AKIABENCHEXAMPLE0001 AWS_SECRET_ACCESS_KEY='benchSecretAccessKeyValue+1' \
+  AWS_DEFAULT_REGION=us-east-1 python3 - "${TEMPCREDS_CACHE}/venv/bin/aws" "$moto_port" "$aws_dir" "$aws_loops" <<'PY'
+import resource, subprocess, sys
+loop = r"""
+for _ in $(seq 1 "$4"); do
+  read -r id secret token < <("$1" sts assume-role --endpoint-url "http://127.0.0.1:$2" \
+    --role-arn arn:aws:iam::123456789012:role/bench --role-session-name bench --duration-seconds 900 \
+    --query 'Credentials.[AccessKeyId,SecretAccessKey,SessionToken]' --output text)
+  printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\naws_session_token = %s\n' \
+    "$id" "$secret" "$token" >"$3/credentials.tmp"
+  mv "$3/credentials.tmp" "$3/credentials"
+done
+"""
+subprocess.run(["bash", "-c", loop, "loop", *sys.argv[1:]], check=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(round((r.ru_utime + r.ru_stime) * 1e6 / int(sys.argv[4])))
+PY
+)"
+grep -q '^aws_session_token = .' "${aws_dir}/credentials" || die "the aws CLI loop wrote no credentials"
+
+# Memory over many refreshes: the sidecar's refresh back to back.
+sidecar_setup "${work}/soak"
+soak_result="$("${sidecar_env[@]}" "${rel_sidecar}/examples/refresh_soak" "$soak" "${sidecar_flags[@]}" 2>"${work}/soak.log" \
+  | tee "${work}/soak.txt" | grep '^RESULT')" || die "refresh soak failed: $(tail -n3 "${work}/soak.log")"
+soak_points="$(field "$soak_result" rss_kib | tr ',' '\n' | awk -F: '{printf "%s%s: %.1f MiB", (NR > 1 ? " → " : ""), $1, $2 / 1024}')"
+soak_growth="$(field "$soak_result" rss_kib | tr ',' '\n' | awk -F: 'NR == 1 {a = $2} {b = $2} END {print b - a}')"
 
 size() { stat -c %s "$1" | awk '{printf "%.1f MiB (%d bytes)", $1 / 1048576, $1}'; }
 stripped() { if file "$1" 2>/dev/null | grep -q 'not stripped'; then echo "not stripped"; else echo "stripped"; fi; }
@@ -294,8 +458,9 @@ sidecar_size="$(size "${rel_sidecar}/tempcreds-sidecar"), $(stripped "${rel_side
 
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
-lr() { # KEY -> "achieved/s, p50 / p99 / p99.9, errors"
-  local r="${load_result[$1]}"
+lr() { lrr "${load_result[$1]}"; }
+lrr() { # RESULT line -> "achieved/s, p50 / p99 / p99.9, errors"
+  local r="$1"
   echo "$(field "$r" achieved)/s; p50 $(ms "$(field "$r" p50_us)"), p99 $(ms "$(field "$r" p99_us)"), p99.9 $(ms "$(field "$r" p999_us)"); $(field "$r" errors) errors"
 }
 pf() { field "$pods_result" "$1"; }
@@ -328,14 +493,21 @@ sharing $(nproc) CPUs.
 | webhook over TLS, saturation (32 connections) | $(lr sat) | | \`load URL CA 32 ${sat_secs}\` |
 | webhook CPU per review at saturation | ${cpu_per_review} | | utime+stime from /proc/PID/stat |
 | webhook peak RSS (VmHWM) after all load runs | $(mib "$hook_hwm") (idle before load: $(mib "$rss_idle"), after: $(mib "$hook_rss") VmRSS) | ≤ 30 MiB | /proc/PID/status |
+| **cluster configuration** (${pinning}; ServiceAccount and namespace caches, role from the ServiceAccount, policy with namespace selectors, \`info\` logging): CPU per review at saturation | median ${cluster_cpu_median} µs (rounds: $(range "${cluster_cpu[@]}") µs) | ≤ 60 µs | utime+stime of \`serve\` over 3 rounds of \`load URL CA 32 ${sat_secs} 0 REVIEW\` |
+| cluster configuration: saturation throughput (32 connections, one CPU) | median ${cluster_thr_median}/s (rounds: $(range "${cluster_thr[@]}")/s) | | same |
+| cluster configuration: at 50% of saturation (${half_rate}/s offered) | $(lrr "$cluster_half") | p99 ≤ 2 ms | \`load URL CA 32 ${load_secs} ${half_rate} REVIEW\` |
+| cluster configuration: peak RSS (VmHWM) after all its runs | $(mib "$cluster_hwm") | ≤ 16 MiB | /proc/PID/status |
 | pod creation, sequential, ${pods} pods each: opted in, with the webhook | median $(pf with_p50_ms) ms, p99 $(pf with_p99_ms) ms | | \`hack/bench-pods.py\` |
 | pod creation, opted in, no webhook registered for the namespace | median $(pf without_p50_ms) ms, p99 $(pf without_p99_ms) ms | | same |
 | pod creation with the webhook, pod not opted in (call answered without a patch) | median $(pf plain_p50_ms) ms, p99 $(pf plain_p99_ms) ms | | same |
-| added by the webhook for an opted-in pod | median +$(pf added_p50_ms) ms, p99 +$(pf added_p99_ms) ms (of which the call alone, median: +$(pf call_p50_ms) ms) | | differences |
-| sidecar RSS at refresh 10 → $((refreshes / 2 + 5)) → ${busy_refreshes} | $(mib "$rss10") → $(mib "$rssmid") → $(mib "$rss100") ($(( (rss100 - rss10) )) KiB more; VmHWM $(mib "$hwm100")) | ≤ 12 MiB, no growth | VmRSS, refresh every ~1.5 s against moto |
+| pod creation, no webhook, the pod as the webhook leaves it (created already injected) | median $(pf injected_p50_ms) ms, p99 $(pf injected_p99_ms) ms | | same |
+| added by the webhook for an opted-in pod | median +$(pf added_p50_ms) ms, p99 +$(pf added_p99_ms) ms (the call alone, median: +$(pf call_p50_ms) ms; the larger pod alone, median: +$(pf size_p50_ms) ms) | median ≤ 1 ms | differences |
+| sidecar RSS at refresh 10 → $((refreshes / 2 + 5)) → ${busy_refreshes} | $(mib "$rss10") → $(mib "$rssmid") → $(mib "$rss100") ($(( (rss100 - rss10) )) KiB more; VmHWM $(mib "$hwm100")) | ≤ 8 MiB, no growth | VmRSS, refresh every ~1.5 s against moto |
+| sidecar RSS over ${soak} refreshes back to back | ${soak_points} (${soak_growth} KiB more) | flat | \`refresh_soak ${soak} RUN_FLAGS\` (the sidecar's refresh without its wait) |
+| CPU per refresh: the sidecar; a shell loop around \`aws sts assume-role\` writing the same file | ${refresh_cpu_us} µs; $(awk -v u="$aws_cpu_us" 'BEGIN {printf "%.0f ms", u / 1000}') ($(awk -v a="$aws_cpu_us" -v b="$refresh_cpu_us" 'BEGIN {printf "%.0f", a / b}')× the sidecar's) | ≥ 150× less than the loop | sidecar: /proc/PID/task/*/schedstat from refresh 10 to ${refreshes}; loop: getrusage of ${aws_loops} iterations |
 | sidecar start to first file | median $(ms "$first_file_us") (max $(ms "$first_file_max_us"), 5 runs) | | \`tempcreds-sidecar run --once\`, exec to exit |
 | sidecar idle wakeups | ${idle_switches} context switches in ${idle_secs} s (threads: ${idle_threads}); ${strace_summary}; VmRSS $(mib "$idle_rss") | nothing but timer and file events | /proc/PID/task/*/status, \`strace -f -c -p PID\` |
-| release binary sizes | webhook ${webhook_size}; sidecar ${sidecar_size} | | \`stat\`, \`file\` |
+| release binary sizes | webhook ${webhook_size}; sidecar ${sidecar_size} | sidecar ≤ 8 MiB | \`stat\`, \`file\` |
 
 Definitions:
 - Fixed-rate runs are open loop: request *i* is due at start + *i*/rate; when
@@ -346,19 +518,33 @@ Definitions:
 - The typical pod is tests/fixtures/webhook/existing-volumes-and-init-containers;
   small is one container; large is 12 containers and 4 init containers with
   20 env variables and 3 mounts each, 40 volumes and 30 annotations.
-- Pod creation: ${pods} rounds (after 5 warm-up rounds) of three pods
+- Pod creation: ${pods} rounds (after 5 warm-up rounds) of four pods
   created one after another over one kept-alive connection: opted in and
   not opted in, in a namespace routed to the webhook (failurePolicy Fail,
   timeout 10 s, ServiceAccount cache on), and opted in, in a namespace that
-  is not. The opted-in pod the webhook mutates is larger (sidecar, volumes,
-  probes), so the API server also validates and stores more.
+  is not, where also a copy of the first pod the webhook mutated is
+  created as it was stored. The opted-in pod the webhook mutates is larger
+  (sidecar, volumes, probes), so the API server also validates and stores
+  more; the last series measures that part alone.
+
+## Where the webhook's CPU goes (cluster configuration)
+
+\`perf record -F 499 --call-graph dwarf\` of the release webhook with its
+symbols kept (Cargo.toml's profiling profile) during a saturation run,
+summarised by hack/perf-summary.py:
+
+\`\`\`
+${profile_summary}
+\`\`\`
 
 ## Raw output
 
 \`\`\`
 $(grep -E '^(mutate|handler)/' -A1 "${work}/criterion.txt" | grep -E '^(mutate|handler)/|time:' | paste - - | sed 's/  */ /g')
 $(grep -v '^RESULT' "${work}/load.txt")
+$(grep -v '^RESULT' "${work}/cluster.txt")
 $(grep -v '^RESULT' "${work}/pods.txt")
+$(grep -v '^RESULT' "${work}/soak.txt")
 idle sidecar strace -f -c over ${strace_secs} s:
 $(cat "${work}/strace.txt" 2>/dev/null || echo "(none)")
 \`\`\`

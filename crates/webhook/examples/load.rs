@@ -3,7 +3,10 @@
 //! CONCURRENCY connections for SECONDS, then prints throughput and latency
 //! percentiles (p50, p99, p99.9, max) and the number of failed requests.
 //!
-//! cargo run --release -p tempcreds-webhook --example load -- URL CA_FILE [CONCURRENCY] [SECONDS] [RATE]
+//! cargo run --release -p tempcreds-webhook --example load -- URL CA_FILE [CONCURRENCY] [SECONDS] [RATE] [REVIEW_FILE]
+//!
+//! REVIEW_FILE, when given, is the AdmissionReview (JSON) to post; without
+//! it, a review of a typical pod that names its role in its own annotation.
 //!
 //! - RATE absent or 0: saturation. Each connection sends its next request as
 //!   soon as the previous answer arrives (closed loop).
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(url), Some(ca)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: load URL CA_FILE [CONCURRENCY] [SECONDS] [RATE]");
+        eprintln!("usage: load URL CA_FILE [CONCURRENCY] [SECONDS] [RATE] [REVIEW_FILE]");
         std::process::exit(2);
     };
     let concurrency: usize = args.get(3).map_or(Ok(16), |s| s.parse())?;
@@ -42,7 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let body = review_body();
+    let body = match args.get(6) {
+        Some(path) => std::fs::read_to_string(path)?,
+        None => review_body(),
+    };
     // One client (one TLS connection) per worker, so CONCURRENCY is the
     // number of connections.
     let clients = (0..concurrency)
