@@ -63,8 +63,9 @@ release:
 images:
 	CARGO=$(CARGO) hack/images.sh
 
-# Benchmarks, load, pod-creation latency and sidecar footprint (about ten
-# minutes once built); see hack/bench.sh.
+# Benchmarks, load (also in the cluster configuration, with a perf
+# profile), pod-creation latency and sidecar footprint (about twelve minutes
+# once built); see hack/bench.sh.
 bench: tools
 	hack/bench.sh
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures speed and footprint of tempcreds and writes bench/results.md
-# (`make bench`). Bounded to about ten minutes on 2 cores once the release
-# build is cached; needs the same tools as `make test` (it installs them).
+# (`make bench`). About twelve minutes on 2 cores once the release and
+# profiling builds are cached; needs the same tools as `make test` (it
+# installs them), and perf (Debian: linux-perf) for the profile.
 #
 #   1. criterion benches of the mutation, of the /mutate handler and of
 #      recording a review's metrics
@@ -62,9 +63,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 wait_for() { # URL [curl args...]
   local url=$1; shift
   for _ in $(seq 1 300); do

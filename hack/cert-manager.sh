@@ -35,9 +35,6 @@ components=(cainjector controller)
 # ClusterIssuers' Secrets live here (--cluster-resource-namespace).
 CERT_MANAGER_NAMESPACE=cert-manager
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 kc() { KUBECONFIG="${dir}/kubeconfig" "$kubectl_bin" "$@"; }
 
 stop() {

@@ -30,10 +30,6 @@ cmd="${1:-}"
 dir="${2:-}"
 [[ -n "$cmd" && -n "$dir" ]] || die "usage: $0 start|stop DIR"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 stop() {
   for name in kube-apiserver etcd; do
     local pidfile="${dir}/${name}.pid"

@@ -41,9 +41,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 wait_for() { # URL [curl args...]
   local url=$1; shift
   for _ in $(seq 1 150); do

@@ -37,6 +37,10 @@ CERT_MANAGER_CRDS="${CERT_MANAGER_DIR}/crds.yaml"
 say() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not on PATH"; }
+# A TCP port on 127.0.0.1 that is free now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
 
 # Writes DIR/passwd and DIR/group with root and nonroot (65532), the user
 # every image built here runs as.

@@ -99,9 +99,6 @@ host_paths=(/var/log/containers /var/log/pods /var/lib/kubelet /var/lib/kubelet/
             /run/containerd /run/containerd/s /run/containerd/fifo /var/lib/cni /var/lib/cni/results
             /run/mount)
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 now() { echo "${EPOCHREALTIME}"; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 kc() { KUBECONFIG="${dir}/kubeconfig" "$kubectl_bin" "$@"; }

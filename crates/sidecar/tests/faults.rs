@@ -399,18 +399,7 @@ fn an_endpoint_echoing_the_request_gets_no_secret_into_the_logs() {
     let token = w.token(&jwt);
     let token_file = token.path("token").display().to_string();
     let web = role("web");
-    let out = w.once(&[
-        "--source",
-        "web-identity",
-        "--role-arn",
-        &web,
-        "--token-file",
-        &token_file,
-        "--region",
-        "us-east-1",
-        "--sts-endpoint",
-        &url,
-    ]);
+    let out = w.once(&web_identity_args(&web, &token_file, &url));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let errors = logged_errors(&err).join("\n");

@@ -184,18 +184,7 @@ fn an_unusable_token_is_counted_and_the_token_never_appears() {
     let token_file = token.path("token").display().to_string();
     let url = moto.url();
     let role = role("web");
-    let mut sidecar = w.spawn(&mut w.sidecar(&[
-        "--source",
-        "web-identity",
-        "--role-arn",
-        &role,
-        "--token-file",
-        &token_file,
-        "--region",
-        "us-east-1",
-        "--sts-endpoint",
-        &url,
-    ]));
+    let mut sidecar = w.spawn(&mut w.sidecar(&web_identity_args(&role, &token_file, &url)));
     sidecar.wait_ready();
     let text = scrape(&sidecar);
     assert_eq!(refreshes(&text), 1.0, "{text}");

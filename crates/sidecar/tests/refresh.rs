@@ -210,18 +210,7 @@ fn a_rotated_token_is_sent_on_the_next_call_right_away_and_sigterm_exits_zero() 
     let token_file = token.path("token").display().to_string();
     let role = role("web");
     let url = moto.url();
-    let mut sidecar = w.spawn(&mut w.sidecar(&[
-        "--source",
-        "web-identity",
-        "--role-arn",
-        &role,
-        "--token-file",
-        &token_file,
-        "--region",
-        "us-east-1",
-        "--sts-endpoint",
-        &url,
-    ]));
+    let mut sidecar = w.spawn(&mut w.sidecar(&web_identity_args(&role, &token_file, &url)));
     sidecar.wait_ready();
     let second = fake_jwt("system:serviceaccount:ns:app");
     token.update(&[("token", &second)]);

@@ -389,6 +389,26 @@ pub fn moto_with_auth(w: &World) -> (Moto, String, String) {
     (moto, id, secret)
 }
 
+/// Arguments of a sidecar that exchanges the projected token in
+/// `token_file` for `role` (`--source web-identity`, region us-east-1)
+/// at the STS at `sts_url`.
+pub fn web_identity_args(role: &str, token_file: &str, sts_url: &str) -> Vec<String> {
+    [
+        "--source",
+        "web-identity",
+        "--role-arn",
+        role,
+        "--token-file",
+        token_file,
+        "--region",
+        "us-east-1",
+        "--sts-endpoint",
+        sts_url,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// Arguments of a sidecar that uses the long-term keys in `keys`
 /// (`--source secret`, region us-east-1) against the STS at `sts_url`, and
 /// assumes `role` with them (without one: GetSessionToken).
