@@ -84,6 +84,8 @@ field() { # "RESULT k=v ..." KEY
   tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'
 }
 ms() { awk -v us="$1" 'BEGIN {printf "%.2f ms", us / 1000}'; }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+range() { printf '%s\n' "$@" | sort -n | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "–" hi}'; }
 
 "${here}/install-tools.sh"
 if ! command -v strace >/dev/null 2>&1; then
@@ -249,8 +251,6 @@ for round in 1 2 3; do
   cluster_cpu+=("$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$(field "$r" reviews)" 'BEGIN {printf "%.0f", t / hz * 1e6 / n}')")
   cluster_thr+=("$(field "$r" achieved)")
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-range() { printf '%s\n' "$@" | sort -n | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "–" hi}'; }
 cluster_cpu_median="$(median "${cluster_cpu[@]}")"
 cluster_thr_median="$(median "${cluster_thr[@]}")"
 half_rate=$((cluster_thr_median / 2))
@@ -369,7 +369,7 @@ for i in 1 2 3 4 5 6; do
   [[ -s "${shm}/once-${i}/credentials" ]] || die "run --once wrote no credentials"
   [[ $i -gt 1 ]] && firsts+=($(( (t1 - t0) / 1000 )))  # the first run warms the page cache
 done
-first_file_us="$(printf '%s\n' "${firsts[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+first_file_us="$(median "${firsts[@]}")"
 first_file_max_us="$(printf '%s\n' "${firsts[@]}" | sort -n | tail -n1)"
 
 # RSS over refreshes: a refresh due every ~1-2 s (900 s sessions refreshed

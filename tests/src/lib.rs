@@ -70,6 +70,16 @@ pub fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
+/// This process's resident memory, in KiB (`VmRSS` of `/proc/self/status`).
+pub fn vm_rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("cannot read /proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("no VmRSS in /proc/self/status")
+}
+
 /// The local control plane started by `hack/control-plane.sh`, found through
 /// the variables its `env` file exports.
 #[derive(Debug, Clone)]

@@ -24,7 +24,9 @@ use tempcreds_sidecar::output::Output;
 use tempcreds_sidecar::refresh::Refresh;
 use tempcreds_sidecar::sts::Sts;
 
-/// VmRSS of this process in KiB.
+/// VmRSS of this process in KiB. (`tempcreds_tests::vm_rss_kib` is the
+/// tests' copy; an example linking the test harness would build it, kube and
+/// reqwest included, in the size-optimised profile `make bench` uses.)
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

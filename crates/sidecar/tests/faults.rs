@@ -676,19 +676,11 @@ async fn refreshes_do_not_grow_memory() {
     config.output_dir = w.out.clone();
     let sts_client = Sts::new(&config).await.unwrap();
     let mut refresher = StsRefresh::new(sts_client, Output::new(&w.out, "default"), &config);
-    let rss_kib = || {
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-            .unwrap()
-    };
     let mut samples = Vec::new();
     for i in 1..=1500 {
         refresher.refresh().await.unwrap();
         if i % 300 == 0 {
-            samples.push((i, rss_kib()));
+            samples.push((i, tempcreds_tests::vm_rss_kib()));
         }
     }
     eprintln!("VmRSS (KiB) by refresh: {samples:?}");

@@ -199,7 +199,7 @@ async fn slow_clients_are_cut_off_by_the_limits() {
 async fn slow_clients_do_not_keep_others_from_being_served() {
     // Limits far away: the slow clients stay connected through the test.
     let server = start_with(PATIENT).await;
-    let rss_before = vm_rss_kib();
+    let rss_before = tempcreds_tests::vm_rss_kib();
     let mut slow = Vec::new();
     for (start, repeat) in [ENDLESS_HEAD, ENDLESS_BODY] {
         for _ in 0..50 {
@@ -227,7 +227,7 @@ async fn slow_clients_do_not_keep_others_from_being_served() {
         let answer: serde_json::Value = response.json().await.unwrap();
         assert!(answer["response"]["patch"].is_string(), "{answer}");
     }
-    let rss_during = vm_rss_kib();
+    let rss_during = tempcreds_tests::vm_rss_kib();
     // All the slow clients were still connected meanwhile.
     assert!(
         slow.iter().all(|t| !t.is_finished()),
@@ -246,13 +246,4 @@ async fn slow_clients_do_not_keep_others_from_being_served() {
         rss_during < rss_before + 64 * 1024,
         "{rss_before} -> {rss_during} KiB"
     );
-}
-
-fn vm_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
