@@ -717,6 +717,159 @@ impl SidecarConfig {
     }
 }
 
+/// The argument that starts an additional profile's flags on the sidecar's
+/// command line: `run FLAGS --and-profile NAME FLAGS --and-profile NAME2 ...`.
+pub const AND_PROFILE: &str = "--and-profile";
+
+/// Flags that configure the whole sidecar, not a profile: refused after
+/// [`AND_PROFILE`].
+pub const SIDECAR_WIDE_FLAGS: [&str; 4] = ["output-dir", "profile", "health-addr", "endpoint-addr"];
+
+/// Flags an additional profile takes from the first profile's unless it sets
+/// them itself.
+pub const INHERITED_FLAGS: [&str; 4] = [
+    "region",
+    "sts-endpoint",
+    "allow-http-sts-endpoint",
+    "pod-name",
+];
+
+/// Splits a sidecar command line at each [`AND_PROFILE`]: the arguments
+/// before the first, then each additional profile's (its name first).
+/// Rendered arguments never hold `--and-profile` as a value:
+/// [`SidecarConfig::to_args`] writes values starting with `-` as
+/// `--flag=VALUE`.
+pub fn split_profiles<T: AsRef<std::ffi::OsStr>>(args: Vec<T>) -> (Vec<T>, Vec<Vec<T>>) {
+    let mut head = Vec::new();
+    let mut profiles: Vec<Vec<T>> = Vec::new();
+    for arg in args {
+        if arg.as_ref() == AND_PROFILE {
+            profiles.push(Vec::new());
+        } else if let Some(current) = profiles.last_mut() {
+            current.push(arg);
+        } else {
+            head.push(arg);
+        }
+    }
+    (head, profiles)
+}
+
+/// Parses additional profiles' arguments (each: `NAME FLAGS...`, from
+/// [`split_profiles`]) into full configurations: the flags of `first` that
+/// configure the whole sidecar, [`INHERITED_FLAGS`] from `first` unless set,
+/// and the rest from the profile's own flags only (no `TEMPCREDS_*`
+/// environment variable: those are the first profile's). The error is
+/// clap's, naming the profile and the flag.
+pub fn parse_additional(
+    first: &SidecarConfig,
+    profiles: &[Vec<std::ffi::OsString>],
+) -> Result<Vec<SidecarConfig>, clap::Error> {
+    use clap::FromArgMatches;
+    let mut out = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    names.insert(first.profile.clone());
+    for args in profiles {
+        let Some(name) = args.first().and_then(|n| n.to_str()).map(str::to_owned) else {
+            return Err(usage_error(format!(
+                "{AND_PROFILE} needs a profile name, then that profile's flags"
+            )));
+        };
+        // clap's own message, with the profile named: the first line
+        // without its `error: ` prefix.
+        let named = |e: clap::Error| {
+            let text = e.render().to_string();
+            let line = text.lines().next().unwrap_or_default();
+            usage_error(format!(
+                "{AND_PROFILE} {name}: {}",
+                line.trim_start_matches("error: ")
+            ))
+        };
+        let matches = profile_command().try_get_matches_from(&args[1..]).map_err(named)?;
+        let mut config = SidecarConfig::from_arg_matches(&matches).map_err(named)?;
+        let set = |id: &str| {
+            matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        };
+        let ids = |flag: &str| flag.replace('-', "_");
+        if let Some(flag) = SIDECAR_WIDE_FLAGS.iter().find(|f| set(&ids(f))) {
+            return Err(usage_error(format!(
+                "{AND_PROFILE} {name}: --{flag} configures the whole sidecar; give it before the first {AND_PROFILE}"
+            )));
+        }
+        if !is_profile_name(&name) || !names.insert(name.clone()) {
+            return Err(usage_error(format!(
+                "{AND_PROFILE} {}: not a usable profile name, or one given twice; accepted: 1 to \
+                 {MAX_PROFILE_CHARS} letters, digits, '-', '_' and '.', each profile once",
+                quoted(&name)
+            )));
+        }
+        config.profile = name;
+        config.output_dir = first.output_dir.clone();
+        config.health_addr = first.health_addr;
+        config.endpoint_addr = first.endpoint_addr;
+        if !set("region") {
+            config.region = first.region.clone();
+        }
+        if !set("sts_endpoint") {
+            config.sts_endpoint = first.sts_endpoint.clone();
+        }
+        if !set("allow_http_sts_endpoint") {
+            config.allow_http_sts_endpoint = first.allow_http_sts_endpoint;
+        }
+        if !set("pod_name") {
+            config.pod_name = first.pod_name.clone();
+        }
+        out.push(config);
+    }
+    Ok(out)
+}
+
+/// The parser of an additional profile's flags: [`SidecarConfig`]'s, without
+/// their environment variables.
+fn profile_command() -> clap::Command {
+    use clap::Args;
+    SidecarConfig::augment_args(clap::Command::new("and-profile"))
+        .no_binary_name(true)
+        .mut_args(|a| a.env(None))
+}
+
+fn usage_error(message: String) -> clap::Error {
+    clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{message}\n"))
+}
+
+/// The sidecar's arguments (after `run` or `doctor`) for every profile:
+/// the first profile's flags, then [`AND_PROFILE`], the name and the flags
+/// of each further one, without the flags it takes from the first.
+pub fn render_profiles(configs: &[SidecarConfig]) -> Vec<String> {
+    let Some((first, rest)) = configs.split_first() else {
+        return Vec::new();
+    };
+    let mut args = first.to_args();
+    for config in rest {
+        let mut own = config.clone();
+        // What the profile would inherit anyway is left out.
+        own.output_dir = PathBuf::from(paths::OUTPUT_DIR);
+        own.profile = "default".to_owned();
+        own.health_addr = SidecarConfig::new(own.source).health_addr;
+        own.endpoint_addr = None;
+        if own.region == first.region {
+            own.region = None;
+        }
+        if own.sts_endpoint == first.sts_endpoint {
+            own.sts_endpoint = None;
+        }
+        if own.allow_http_sts_endpoint == first.allow_http_sts_endpoint {
+            own.allow_http_sts_endpoint = false;
+        }
+        if own.pod_name == first.pod_name {
+            own.pod_name = None;
+        }
+        args.push(AND_PROFILE.to_owned());
+        args.push(config.profile.clone());
+        args.extend(own.to_args());
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,6 +913,75 @@ mod tests {
         c.health_addr = "127.0.0.1:9000".parse().unwrap();
         c.endpoint_addr = Some("127.0.0.1:8098".parse().unwrap());
         c
+    }
+
+
+    fn profile_args(args: &[&str]) -> Result<(SidecarConfig, Vec<SidecarConfig>), String> {
+        let argv: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let (head, rest) = split_profiles(argv);
+        let first = parse(&head).map_err(|e| e.to_string())?;
+        let rest: Vec<Vec<std::ffi::OsString>> = rest
+            .into_iter()
+            .map(|p| p.into_iter().map(Into::into).collect())
+            .collect();
+        let extra = parse_additional(&first, &rest).map_err(|e| e.to_string())?;
+        Ok((first, extra))
+    }
+
+    #[test]
+    fn additional_profiles_render_and_parse_back() {
+        let first = full();
+        let mut writer = SidecarConfig::new(Source::WebIdentity);
+        writer.role_arn = Some("arn:aws:iam::210987654321:role/writer".parse().unwrap());
+        writer.token_file = Some("/t".into());
+        writer.session_tags = vec!["note=--and-profile".parse().unwrap()];
+        writer.profile = "writer".into();
+        for f in [&mut writer] {
+            f.output_dir = first.output_dir.clone();
+            f.health_addr = first.health_addr;
+            f.endpoint_addr = first.endpoint_addr;
+            f.region = first.region.clone();
+            f.sts_endpoint = first.sts_endpoint.clone();
+            f.allow_http_sts_endpoint = first.allow_http_sts_endpoint;
+            f.pod_name = first.pod_name.clone();
+        }
+        let mut other_region = writer.clone();
+        other_region.profile = "us".into();
+        other_region.region = Some("us-east-1".into());
+        let configs = vec![first.clone(), writer.clone(), other_region.clone()];
+        let args = render_profiles(&configs);
+        assert_eq!(args.iter().filter(|a| *a == AND_PROFILE).count(), 2, "{args:?}");
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (parsed_first, extra) = profile_args(&refs).unwrap();
+        assert_eq!(parsed_first, first);
+        assert_eq!(extra, [writer, other_region]);
+    }
+
+    #[test]
+    fn additional_profile_mistakes_name_the_profile() {
+        let base = ["--role-arn", "arn:aws:iam::123456789012:role/a", "--token-file", "/t"];
+        let with = |extra: &[&str]| {
+            let mut v: Vec<&str> = base.to_vec();
+            v.extend_from_slice(extra);
+            profile_args(&v).unwrap_err()
+        };
+        let e = with(&["--and-profile", "w", "--output-dir", "/x"]);
+        assert!(e.contains("--and-profile w: --output-dir configures the whole sidecar"), "{e}");
+        let e = with(&["--and-profile", "w", "--role-arn", "nope"]);
+        assert!(e.contains("--and-profile w:") && e.contains("nope"), "{e}");
+        let e = with(&["--and-profile", "default", "--role-arn", "arn:aws:iam::123456789012:role/b"]);
+        assert!(e.contains("given twice"), "{e}");
+        let e = with(&["--and-profile"]);
+        assert!(e.contains("needs a profile name"), "{e}");
+    }
+
+    #[test]
+    fn additional_profiles_ignore_the_first_profiles_environment() {
+        // TEMPCREDS_ROLE_ARN and the like configure the first profile only
+        // (the environment cannot be set here: the crate has no unsafe code).
+        let first = <SidecarConfig as clap::Args>::augment_args(clap::Command::new("x"));
+        assert!(first.get_arguments().any(|a| a.get_env().is_some()));
+        assert!(profile_command().get_arguments().all(|a| a.get_env().is_none()));
     }
 
     #[test]

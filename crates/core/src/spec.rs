@@ -12,7 +12,8 @@
 //! validation on it and reports its flag-named errors under the annotation
 //! the user actually wrote.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,8 +54,9 @@ pub enum Origin {
 /// A problem with one annotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnnotationError {
-    /// The annotation's full name (`tempcreds.io/...`).
-    pub annotation: &'static str,
+    /// The annotation's full name (`tempcreds.io/...`, with the profile's
+    /// suffix for an additional profile's: `tempcreds.io/role-arn.writer`).
+    pub annotation: Cow<'static, str>,
     /// The value seen, or `None` when the annotation is missing.
     pub value: Option<String>,
     /// Where the value came from (meaningless when `value` is `None`).
@@ -144,11 +146,21 @@ pub struct SecretRef {
     pub secret_access_key_key: String,
 }
 
-/// What an opted-in pod asked for, with every annotation parsed and checked
-/// on its own. Checks across annotations that the sidecar also makes live in
-/// [`InjectionSpec::check`].
+/// One set of credentials the sidecar keeps fresh: a profile in the
+/// credentials and config files, with its own source, role chain, session
+/// settings and refresh schedule.
+///
+/// The default profile comes from the plain annotations
+/// (`tempcreds.io/role-arn`); an additional profile `NAME` from the same
+/// annotations with the suffix `.NAME` (`tempcreds.io/role-arn.NAME`), and
+/// inherits nothing from the default one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InjectionSpec {
+pub struct ProfileSpec {
+    /// The profile's name in the files: `tempcreds.io/profile` (default
+    /// `default`) for the default profile, the suffix for the others.
+    pub name: String,
+    /// The suffix of the profile's annotations; `None` for the default one.
+    pub suffix: Option<String>,
     /// Where the sidecar's first credentials come from.
     pub source: Source,
     /// The role to assume (none: GetSessionToken with long-term keys).
@@ -169,20 +181,53 @@ pub struct InjectionSpec {
     pub policy_arns: Vec<PolicyArn>,
     /// Session tags of `tempcreds.io/session-tags` passed to STS (empty
     /// with the policy `none`); `simple` adds its own in
-    /// [`InjectionSpec::sidecar_config`].
+    /// [`InjectionSpec::sidecar_configs`].
     pub session_tags: Vec<SessionTag>,
     /// Transitive tag keys.
     pub transitive_tag_keys: Vec<String>,
     /// The session-tags policy.
     pub session_tags_policy: SessionTagsPolicy,
+    /// How long before expiry to refresh.
+    pub refresh_before: Option<Duration>,
+}
+
+impl ProfileSpec {
+    /// The name of `annotation` for this profile: as is for the default
+    /// profile, with `.NAME` appended for an additional one.
+    pub fn annotation(&self, annotation: &'static str) -> Cow<'static, str> {
+        profile_annotation(annotation, self.suffix.as_deref())
+    }
+
+    /// Where this profile's long-term keys are mounted in the sidecar
+    /// (`source: secret`).
+    pub fn secret_dir(&self) -> PathBuf {
+        match &self.suffix {
+            None => PathBuf::from(paths::SECRET_DIR),
+            Some(name) => PathBuf::from(format!("{}-{name}", paths::SECRET_DIR)),
+        }
+    }
+}
+
+/// `annotation` with the suffix of an additional profile (`.NAME`).
+fn profile_annotation(annotation: &'static str, suffix: Option<&str>) -> Cow<'static, str> {
+    match suffix {
+        None => Cow::Borrowed(annotation),
+        Some(name) => Cow::Owned(format!("{annotation}.{name}")),
+    }
+}
+
+/// What an opted-in pod asked for, with every annotation parsed and checked
+/// on its own. Checks across annotations that the sidecar also makes live in
+/// [`InjectionSpec::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectionSpec {
+    /// The profiles the sidecar keeps fresh: the default one first, then
+    /// the additional ones in the order of their names.
+    pub profiles: Vec<ProfileSpec>,
     /// Region from the annotation (the cluster default applies otherwise).
     pub region: Option<String>,
     /// STS endpoint from the annotation (the cluster default applies otherwise).
     pub sts_endpoint: Option<String>,
-    /// How long before expiry to refresh.
-    pub refresh_before: Option<Duration>,
-    /// Profile name in the credentials file.
-    pub profile: String,
     /// Containers that get the volume and env (`None`: all).
     pub containers: Option<Vec<String>>,
     /// Containers that do not.
@@ -272,6 +317,9 @@ impl<'a> Merged<'a> {
 struct Parser<'a> {
     merged: Merged<'a>,
     errors: Vec<AnnotationError>,
+    /// The additional profile being parsed: lookups and errors use
+    /// `ANNOTATION.SUFFIX`.
+    suffix: Option<String>,
 }
 
 /// `message` with long quoted copies of `value` (or of an item of its
@@ -301,8 +349,19 @@ fn bounded(message: String, value: Option<&str>) -> String {
 const MAX_MESSAGE_CHARS: usize = 1024;
 
 impl<'a> Parser<'a> {
+    /// The name of `annotation` for the profile being parsed.
+    fn name(&self, annotation: &'static str) -> Cow<'static, str> {
+        profile_annotation(annotation, self.suffix.as_deref())
+    }
+
     fn err(&mut self, annotation: &'static str, message: impl Into<String>) {
-        let (value, origin) = match self.merged.get(annotation) {
+        let annotation = self.name(annotation);
+        self.err_named(annotation, message);
+    }
+
+    /// Reports a problem with the annotation named exactly `annotation`.
+    fn err_named(&mut self, annotation: Cow<'static, str>, message: impl Into<String>) {
+        let (value, origin) = match self.merged.get(&annotation) {
             Some((v, o)) => (Some(v.to_owned()), o),
             None => (None, Origin::Pod),
         };
@@ -317,7 +376,7 @@ impl<'a> Parser<'a> {
 
     /// The trimmed value, or `None` when absent.
     fn raw(&self, annotation: &'static str) -> Option<&'a str> {
-        self.merged.get(annotation).map(|(v, _)| v.trim())
+        self.merged.get(&self.name(annotation)).map(|(v, _)| v.trim())
     }
 
     /// Parses a single value with `FromStr`, reporting its error.
@@ -412,15 +471,138 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// The annotations an additional profile takes with its `.NAME` suffix:
+/// everything about obtaining its credentials. The others (region, STS
+/// endpoint, delivery, containers, token) apply to the whole pod.
+pub const PROFILE_ANNOTATIONS: &[&str] = &[
+    a::ROLE_ARN,
+    a::SOURCE,
+    a::SECRET_NAME,
+    a::SECRET_ACCESS_KEY_ID_KEY,
+    a::SECRET_SECRET_ACCESS_KEY_KEY,
+    a::CHAIN_ROLE_ARNS,
+    a::SESSION_DURATION,
+    a::SESSION_NAME,
+    a::EXTERNAL_ID,
+    a::SOURCE_IDENTITY,
+    a::POLICY_ARNS,
+    a::SESSION_TAGS,
+    a::TRANSITIVE_TAG_KEYS,
+    a::SESSION_TAGS_POLICY,
+    a::REFRESH_BEFORE,
+];
+
+/// The most additional profiles a pod may ask for.
+pub const MAX_ADDITIONAL_PROFILES: usize = 8;
+/// The longest additional profile name: the longest per-profile annotation
+/// with its suffix stays within the 63 characters Kubernetes allows in an
+/// annotation's name.
+pub const MAX_PROFILE_SUFFIX_CHARS: usize = 32;
+
+/// Whether `s` is a usable additional profile name: 1 to
+/// [`MAX_PROFILE_SUFFIX_CHARS`] lower-case letters, digits and `-`, starting
+/// and ending with a letter or digit (a suffix of annotation names, a
+/// volume name and a URL path segment).
+pub fn is_profile_suffix(s: &str) -> bool {
+    s.len() <= MAX_PROFILE_SUFFIX_CHARS && is_dns_label(s)
+}
+
+/// The additional profiles the annotations declare (`role-arn.NAME` or
+/// `source.NAME`), and errors for suffixed annotations that are not
+/// per-profile, name a profile no `role-arn`/`source` declares, or use a
+/// name that is not usable.
+fn additional_profiles(p: &mut Parser<'_>) -> BTreeSet<String> {
+    let keys: BTreeSet<&str> = p
+        .merged
+        .pod
+        .keys()
+        .chain(p.merged.sa.keys())
+        .filter_map(|k| k.strip_prefix(a::PREFIX))
+        .filter(|k| k.contains('.'))
+        .collect();
+    let mut declared = BTreeSet::new();
+    for key in &keys {
+        let Some((base, suffix)) = key.split_once('.') else {
+            continue;
+        };
+        if (base == &a::ROLE_ARN[a::PREFIX.len()..] || base == &a::SOURCE[a::PREFIX.len()..])
+            && is_profile_suffix(suffix)
+        {
+            declared.insert(suffix.to_owned());
+        }
+    }
+    let per_profile = || {
+        PROFILE_ANNOTATIONS
+            .iter()
+            .map(|n| &n[a::PREFIX.len()..])
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for key in keys {
+        let Some((base, suffix)) = key.split_once('.') else {
+            continue;
+        };
+        let full: Cow<'static, str> = Cow::Owned(format!("{}{key}", a::PREFIX));
+        let known = PROFILE_ANNOTATIONS
+            .iter()
+            .any(|n| &n[a::PREFIX.len()..] == base);
+        if !known {
+            let message = if a::USER_ANNOTATIONS
+                .iter()
+                .any(|n| &n[a::PREFIX.len()..] == base)
+            {
+                format!(
+                    "{}{base} applies to the whole pod and takes no profile suffix;                      an additional profile takes: {}",
+                    a::PREFIX,
+                    per_profile()
+                )
+            } else {
+                format!(
+                    "is not a tempcreds annotation; an additional profile NAME takes                      tempcreds.io/ANNOTATION.NAME with ANNOTATION one of: {}",
+                    per_profile()
+                )
+            };
+            p.err_named(full, message);
+        } else if !is_profile_suffix(suffix) {
+            p.err_named(
+                full,
+                format!(
+                    "{} is not a usable profile name; accepted: 1 to {MAX_PROFILE_SUFFIX_CHARS}                      lower-case letters, digits and '-', starting and ending with a letter or digit",
+                    quoted(suffix)
+                ),
+            );
+        } else if !declared.contains(suffix) {
+            p.err_named(
+                full,
+                format!(
+                    "no profile {suffix:?} is declared: an additional profile starts with                      tempcreds.io/role-arn.{suffix} (or tempcreds.io/source.{suffix}){}",
+                    if declared.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; declared: {}",
+                            declared.iter().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                ),
+            );
+        }
+    }
+    declared
+}
+
 /// Reads the annotations of a pod and its ServiceAccount.
 ///
 /// Returns every problem found when the pod is opted in; annotations of a
 /// pod that is not opted in are not checked (only `inject` itself, whose
 /// misspelling would otherwise silently leave a pod without credentials).
+/// A pod asking only for an additional profile (`role-arn.NAME`) is opted in
+/// and told that the default profile needs a role too.
 pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<AnnotationError>> {
     let mut p = Parser {
         merged: Merged { pod, sa },
         errors: Vec::new(),
+        suffix: None,
     };
     let inject = match p.raw(a::INJECT) {
         None => None,
@@ -435,17 +617,27 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         return Ok(Decision::OptedOut);
     }
     let has_role = p.raw(a::ROLE_ARN).is_some();
-    if !has_role && inject != Some(true) {
+    let role_prefix = format!("{}.", a::ROLE_ARN);
+    let has_profile_role = pod
+        .keys()
+        .chain(sa.keys())
+        .any(|k| k.starts_with(&role_prefix));
+    if !has_role && !has_profile_role && inject != Some(true) {
         return Ok(Decision::NotRequested);
     }
 
     // Sizes first: a huge value is reported once, cut, and not parsed.
-    for annotation in a::USER_ANNOTATIONS {
-        if let Some((v, _)) = p.merged.get(annotation)
+    let names: BTreeSet<&String> = pod
+        .keys()
+        .chain(sa.keys())
+        .filter(|k| k.starts_with(a::PREFIX))
+        .collect();
+    for name in names {
+        if let Some((v, _)) = p.merged.get(name)
             && v.len() > MAX_ANNOTATION_BYTES
         {
-            p.err(
-                annotation,
+            p.err_named(
+                Cow::Owned(name.clone()),
                 format!(
                     "is {} bytes long; tempcreds accepts at most {MAX_ANNOTATION_BYTES} bytes in an annotation",
                     v.len()
@@ -458,6 +650,157 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
     }
 
     let mut warnings = Vec::new();
+    let default_name = p.raw(a::PROFILE).unwrap_or("default").to_owned();
+    let declared = additional_profiles(&mut p);
+    if declared.len() > MAX_ADDITIONAL_PROFILES {
+        p.err_named(
+            Cow::Owned(format!("{}.{}", a::ROLE_ARN, declared.iter().next_back().cloned().unwrap_or_default())),
+            format!(
+                "the pod declares {} additional profiles ({}); tempcreds accepts at most {MAX_ADDITIONAL_PROFILES}",
+                declared.len(),
+                declared.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+    if declared.contains(&default_name) {
+        p.err_named(
+            Cow::Owned(format!("{}.{default_name}", a::ROLE_ARN)),
+            format!(
+                "names the profile {default_name:?}, which is the default profile's name \
+                 (tempcreds.io/profile); choose another name"
+            ),
+        );
+    }
+    let mut profiles = vec![parse_profile(&mut p, default_name, None, &mut warnings)];
+    for name in declared {
+        p.suffix = Some(name.clone());
+        let spec = parse_profile(&mut p, name.clone(), Some(name), &mut warnings);
+        p.suffix = None;
+        profiles.push(spec);
+    }
+
+    let region = p.raw(a::REGION).map(str::to_owned);
+    let sts_endpoint = p.raw(a::STS_ENDPOINT).map(str::to_owned);
+
+    let containers: Option<Vec<String>> = p
+        .raw(a::CONTAINERS)
+        .map(|raw| split_list(raw).map(str::to_owned).collect());
+    let skip_containers: Vec<String> = p
+        .raw(a::SKIP_CONTAINERS)
+        .map(|raw| split_list(raw).map(str::to_owned).collect())
+        .unwrap_or_default();
+    for (annotation, names) in [
+        (a::CONTAINERS, containers.clone().unwrap_or_default()),
+        (a::SKIP_CONTAINERS, skip_containers.clone()),
+    ] {
+        if let Some(bad) = names.iter().find(|n| !is_dns_label(n)) {
+            p.err(
+                annotation,
+                format!("{bad:?} is not a container name; expected a comma-separated list of container names"),
+            );
+        }
+    }
+    if matches!(&containers, Some(list) if list.is_empty()) {
+        p.err(
+            a::CONTAINERS,
+            "names no container; remove it to select every container",
+        );
+    }
+
+    let token_audience = p
+        .raw(a::TOKEN_AUDIENCE)
+        .unwrap_or(a::DEFAULT_TOKEN_AUDIENCE)
+        .to_owned();
+    if token_audience.is_empty() {
+        p.err(
+            a::TOKEN_AUDIENCE,
+            format!(
+                "is empty; the usual audience is {}",
+                a::DEFAULT_TOKEN_AUDIENCE
+            ),
+        );
+    } else if token_audience.chars().count() > MAX_TOKEN_AUDIENCE_CHARS
+        || token_audience
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        p.err(
+            a::TOKEN_AUDIENCE,
+            format!(
+                "is not an audience; accepted: 1 to {MAX_TOKEN_AUDIENCE_CHARS} characters without spaces \
+                 or control characters, usually {}",
+                a::DEFAULT_TOKEN_AUDIENCE
+            ),
+        );
+    }
+    let token_expiration_secs = match p.duration(a::TOKEN_EXPIRATION) {
+        None => a::DEFAULT_TOKEN_EXPIRATION_SECS,
+        Some(d) => {
+            let secs = d.as_secs();
+            if !(MIN_TOKEN_EXPIRATION_SECS..=MAX_TOKEN_EXPIRATION_SECS).contains(&secs) {
+                p.err(
+                    a::TOKEN_EXPIRATION,
+                    format!(
+                        "the API server accepts {MIN_TOKEN_EXPIRATION_SECS}s (10m) to {MAX_TOKEN_EXPIRATION_SECS}s"
+                    ),
+                );
+            }
+            secs
+        }
+    };
+    if !profiles.iter().any(|p| p.source == Source::WebIdentity) {
+        for ann in [a::TOKEN_AUDIENCE, a::TOKEN_EXPIRATION] {
+            if p.raw(ann).is_some() {
+                warnings.push(format!(
+                    "{ann} is ignored: no profile uses {}=web-identity",
+                    a::SOURCE
+                ));
+            }
+        }
+    }
+
+    let delivery = match p.raw(a::DELIVERY) {
+        None => None,
+        Some(raw) => match raw.parse::<Delivery>() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                p.err(a::DELIVERY, e);
+                None
+            }
+        },
+    };
+    if delivery == Some(Delivery::Endpoint) && p.raw(a::PROFILE).is_some() {
+        warnings.push(format!(
+            "{} is ignored with {}=endpoint: SDKs get credentials from the endpoint, not from a profile",
+            a::PROFILE,
+            a::DELIVERY
+        ));
+    }
+
+    if !p.errors.is_empty() {
+        return Err(p.errors);
+    }
+    Ok(Decision::Inject(Box::new(InjectionSpec {
+        profiles,
+        region,
+        sts_endpoint,
+        containers,
+        skip_containers,
+        token_audience,
+        token_expiration_secs,
+        delivery,
+        warnings,
+    })))
+}
+
+/// Parses one profile's annotations (with `p.suffix` set for an additional
+/// profile).
+fn parse_profile(
+    p: &mut Parser<'_>,
+    name: String,
+    suffix: Option<String>,
+    warnings: &mut Vec<String>,
+) -> ProfileSpec {
     let role_arn: Option<RoleArn> = p.one(a::ROLE_ARN);
     let chain_role_arns: Vec<RoleArn> = p.list(a::CHAIN_ROLE_ARNS);
 
@@ -483,12 +826,12 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         key
     }
     let access_key_id_key = secret_key(
-        &mut p,
+        p,
         a::SECRET_ACCESS_KEY_ID_KEY,
         a::DEFAULT_SECRET_ACCESS_KEY_ID_KEY,
     );
     let secret_access_key_key = secret_key(
-        &mut p,
+        p,
         a::SECRET_SECRET_ACCESS_KEY_KEY,
         a::DEFAULT_SECRET_SECRET_ACCESS_KEY_KEY,
     );
@@ -537,6 +880,7 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         }
         (_, None) => None,
     };
+    let has_role = p.raw(a::ROLE_ARN).is_some();
     if role_arn.is_none() && !has_role && source != Source::Secret {
         p.err(
             a::ROLE_ARN,
@@ -673,107 +1017,10 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         }
     }
 
-    let region = p.raw(a::REGION).map(str::to_owned);
-    let sts_endpoint = p.raw(a::STS_ENDPOINT).map(str::to_owned);
     let refresh_before = p.duration(a::REFRESH_BEFORE);
-    let profile = p.raw(a::PROFILE).unwrap_or("default").to_owned();
-
-    let containers: Option<Vec<String>> = p
-        .raw(a::CONTAINERS)
-        .map(|raw| split_list(raw).map(str::to_owned).collect());
-    let skip_containers: Vec<String> = p
-        .raw(a::SKIP_CONTAINERS)
-        .map(|raw| split_list(raw).map(str::to_owned).collect())
-        .unwrap_or_default();
-    for (annotation, names) in [
-        (a::CONTAINERS, containers.clone().unwrap_or_default()),
-        (a::SKIP_CONTAINERS, skip_containers.clone()),
-    ] {
-        if let Some(bad) = names.iter().find(|n| !is_dns_label(n)) {
-            p.err(
-                annotation,
-                format!("{bad:?} is not a container name; expected a comma-separated list of container names"),
-            );
-        }
-    }
-    if matches!(&containers, Some(list) if list.is_empty()) {
-        p.err(
-            a::CONTAINERS,
-            "names no container; remove it to select every container",
-        );
-    }
-
-    let token_audience = p
-        .raw(a::TOKEN_AUDIENCE)
-        .unwrap_or(a::DEFAULT_TOKEN_AUDIENCE)
-        .to_owned();
-    if token_audience.is_empty() {
-        p.err(
-            a::TOKEN_AUDIENCE,
-            format!(
-                "is empty; the usual audience is {}",
-                a::DEFAULT_TOKEN_AUDIENCE
-            ),
-        );
-    } else if token_audience.chars().count() > MAX_TOKEN_AUDIENCE_CHARS
-        || token_audience
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        p.err(
-            a::TOKEN_AUDIENCE,
-            format!(
-                "is not an audience; accepted: 1 to {MAX_TOKEN_AUDIENCE_CHARS} characters without spaces \
-                 or control characters, usually {}",
-                a::DEFAULT_TOKEN_AUDIENCE
-            ),
-        );
-    }
-    let token_expiration_secs = match p.duration(a::TOKEN_EXPIRATION) {
-        None => a::DEFAULT_TOKEN_EXPIRATION_SECS,
-        Some(d) => {
-            let secs = d.as_secs();
-            if !(MIN_TOKEN_EXPIRATION_SECS..=MAX_TOKEN_EXPIRATION_SECS).contains(&secs) {
-                p.err(
-                    a::TOKEN_EXPIRATION,
-                    format!(
-                        "the API server accepts {MIN_TOKEN_EXPIRATION_SECS}s (10m) to {MAX_TOKEN_EXPIRATION_SECS}s"
-                    ),
-                );
-            }
-            secs
-        }
-    };
-    if source != Source::WebIdentity {
-        for ann in [a::TOKEN_AUDIENCE, a::TOKEN_EXPIRATION] {
-            if p.raw(ann).is_some() {
-                warnings.push(format!("{ann} is ignored with {}={source}", a::SOURCE));
-            }
-        }
-    }
-
-    let delivery = match p.raw(a::DELIVERY) {
-        None => None,
-        Some(raw) => match raw.parse::<Delivery>() {
-            Ok(d) => Some(d),
-            Err(e) => {
-                p.err(a::DELIVERY, e);
-                None
-            }
-        },
-    };
-    if delivery == Some(Delivery::Endpoint) && p.raw(a::PROFILE).is_some() {
-        warnings.push(format!(
-            "{} is ignored with {}=endpoint: SDKs get credentials from the endpoint, not from a profile",
-            a::PROFILE,
-            a::DELIVERY
-        ));
-    }
-
-    if !p.errors.is_empty() {
-        return Err(p.errors);
-    }
-    Ok(Decision::Inject(Box::new(InjectionSpec {
+    ProfileSpec {
+        name,
+        suffix,
         source,
         role_arn,
         chain_role_arns,
@@ -786,17 +1033,8 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         session_tags,
         transitive_tag_keys,
         session_tags_policy,
-        region,
-        sts_endpoint,
         refresh_before,
-        profile,
-        containers,
-        skip_containers,
-        token_audience,
-        token_expiration_secs,
-        delivery,
-        warnings,
-    })))
+    }
 }
 
 /// The annotation a sidecar flag comes from, for reporting
@@ -824,8 +1062,20 @@ pub fn annotation_for_flag(flag: &str) -> Option<&'static str> {
     })
 }
 
-/// Rewrites `--flag` mentions in a sidecar message into annotation names.
-fn flags_to_annotations(message: &str) -> String {
+/// The annotation a sidecar flag of the profile `suffix` comes from:
+/// per-profile annotations get the suffix of an additional profile.
+fn profile_annotation_for_flag(flag: &str, suffix: Option<&str>) -> Option<Cow<'static, str>> {
+    let annotation = annotation_for_flag(flag)?;
+    Some(if PROFILE_ANNOTATIONS.contains(&annotation) {
+        profile_annotation(annotation, suffix)
+    } else {
+        Cow::Borrowed(annotation)
+    })
+}
+
+/// Rewrites `--flag` mentions in a sidecar message about the profile
+/// `suffix` into annotation names.
+fn flags_to_annotations(message: &str, suffix: Option<&str>) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(i) = rest.find("--") {
@@ -835,8 +1085,8 @@ fn flags_to_annotations(message: &str) -> String {
             .find(|c: char| !(c.is_ascii_lowercase() || c == '-'))
             .unwrap_or(after.len());
         let flag = &after[..len];
-        match annotation_for_flag(flag) {
-            Some(ann) => out.push_str(ann),
+        match profile_annotation_for_flag(flag, suffix) {
+            Some(ann) => out.push_str(&ann),
             None if flag == "allow-http-sts-endpoint" => {
                 out.push_str("allowHttpStsEndpoint in the webhook's config");
             }
@@ -858,34 +1108,57 @@ impl InjectionSpec {
         self.delivery.unwrap_or(defaults.delivery)
     }
 
-    /// The sidecar configuration this spec asks for, with the cluster's
-    /// defaults and the mount paths the webhook uses. The pod name is left
-    /// out: the sidecar reads it from `TEMPCREDS_POD_NAME` (downward API),
-    /// since a pod created with `generateName` has none at admission; for
+    /// The default profile (the plain annotations).
+    pub fn default_profile(&self) -> &ProfileSpec {
+        &self.profiles[0]
+    }
+
+    /// The sidecar configuration of each profile, the default one first,
+    /// with the cluster's defaults and the mount paths the webhook uses:
+    /// [`tempcreds_core::config::render_profiles`](crate::config::render_profiles)
+    /// turns them into the sidecar's arguments. The pod name is left out:
+    /// the sidecar reads it from `TEMPCREDS_POD_NAME` (downward API), since
+    /// a pod created with `generateName` has none at admission; for
     /// `session-tags-policy: simple` the namespace and ServiceAccount tags
     /// come from `pod` and the pod-name tag from `--pod-name-tag-key`.
-    pub fn sidecar_config(&self, defaults: &ClusterDefaults, pod: PodRef<'_>) -> SidecarConfig {
-        let mut c = SidecarConfig::new(self.source);
-        c.role_arn = self.role_arn.clone();
-        c.chain_role_arns = self.chain_role_arns.clone();
-        match self.source {
+    pub fn sidecar_configs(
+        &self,
+        defaults: &ClusterDefaults,
+        pod: PodRef<'_>,
+    ) -> Vec<SidecarConfig> {
+        self.profiles
+            .iter()
+            .map(|profile| self.profile_config(profile, defaults, pod))
+            .collect()
+    }
+
+    fn profile_config(
+        &self,
+        profile: &ProfileSpec,
+        defaults: &ClusterDefaults,
+        pod: PodRef<'_>,
+    ) -> SidecarConfig {
+        let mut c = SidecarConfig::new(profile.source);
+        c.role_arn = profile.role_arn.clone();
+        c.chain_role_arns = profile.chain_role_arns.clone();
+        match profile.source {
             Source::WebIdentity => {
                 c.token_file = Some(PathBuf::from(paths::TOKEN_DIR).join(paths::TOKEN_FILE));
             }
             Source::Secret => {
-                let dir = PathBuf::from(paths::SECRET_DIR);
+                let dir = profile.secret_dir();
                 c.access_key_id_file = Some(dir.join(paths::ACCESS_KEY_ID_FILE));
                 c.secret_access_key_file = Some(dir.join(paths::SECRET_ACCESS_KEY_FILE));
             }
             Source::Ambient => {}
         }
-        c.session_duration = self.session_duration;
-        c.session_name = self.session_name.clone();
-        c.external_id = self.external_id.clone();
-        c.source_identity = self.source_identity.clone();
-        c.policy_arns = self.policy_arns.clone();
+        c.session_duration = profile.session_duration;
+        c.session_name = profile.session_name.clone();
+        c.external_id = profile.external_id.clone();
+        c.source_identity = profile.source_identity.clone();
+        c.policy_arns = profile.policy_arns.clone();
         c.session_tags = Vec::new();
-        if self.session_tags_policy == SessionTagsPolicy::Simple {
+        if profile.session_tags_policy == SessionTagsPolicy::Simple {
             c.session_tags.extend([
                 SessionTag {
                     key: TAG_KEY_NAMESPACE.to_owned(),
@@ -898,8 +1171,8 @@ impl InjectionSpec {
             ]);
             c.pod_name_tag_key = Some(TAG_KEY_POD_NAME.to_owned());
         }
-        c.session_tags.extend(self.session_tags.iter().cloned());
-        c.transitive_tag_keys = self.transitive_tag_keys.clone();
+        c.session_tags.extend(profile.session_tags.iter().cloned());
+        c.transitive_tag_keys = profile.transitive_tag_keys.clone();
         c.region = self.region.clone().or_else(|| defaults.region.clone());
         c.sts_endpoint = self
             .sts_endpoint
@@ -914,8 +1187,8 @@ impl InjectionSpec {
                     Err(StsUrlError::PlainHttp { .. })
                 )
             });
-        c.profile = self.profile.clone();
-        c.refresh_before = self.refresh_before;
+        c.profile = profile.name.clone();
+        c.refresh_before = profile.refresh_before;
         c.health_addr = SocketAddr::from(([0, 0, 0, 0], defaults.health_port));
         if self.delivery(defaults) == Delivery::Endpoint {
             c.endpoint_addr = Some(SocketAddr::from(([127, 0, 0, 1], defaults.endpoint_port)));
@@ -923,39 +1196,55 @@ impl InjectionSpec {
         c
     }
 
-    /// Runs the sidecar's own validation on `config` (from
-    /// [`InjectionSpec::sidecar_config`]) and reports its errors under the
-    /// annotations the user wrote. Returns the warnings (the spec's own and
-    /// the sidecar's) when the configuration is accepted.
+    /// Runs the sidecar's own validation on each profile's configuration
+    /// (from [`InjectionSpec::sidecar_configs`], in the same order) and
+    /// reports its errors under the annotations the user wrote (with the
+    /// profile's suffix). Returns the warnings (the spec's own and the
+    /// sidecar's) when every profile is accepted.
     pub fn check(
         &self,
-        config: &SidecarConfig,
+        configs: &[SidecarConfig],
         pod: &Annotations,
         sa: &Annotations,
     ) -> Result<Vec<String>, Vec<AnnotationError>> {
         let merged = Merged { pod, sa };
-        match config.validate() {
-            Ok(sidecar_warnings) => {
-                let mut warnings = self.warnings.clone();
-                warnings.extend(sidecar_warnings.iter().map(|w| flags_to_annotations(w)));
-                Ok(warnings)
+        let mut warnings = self.warnings.clone();
+        let mut errors = Vec::new();
+        for (profile, config) in self.profiles.iter().zip(configs) {
+            let suffix = profile.suffix.as_deref();
+            match config.validate() {
+                Ok(sidecar_warnings) => warnings.extend(
+                    sidecar_warnings
+                        .iter()
+                        .map(|w| flags_to_annotations(w, suffix)),
+                ),
+                Err(e) => errors.extend(
+                    e.iter()
+                        .map(|e| config_error_to_annotation(e, suffix, &merged)),
+                ),
             }
-            Err(errors) => Err(errors
-                .iter()
-                .map(|e| config_error_to_annotation(e, &merged))
-                .collect()),
+        }
+        if errors.is_empty() {
+            Ok(warnings)
+        } else {
+            Err(errors)
         }
     }
 }
 
-fn config_error_to_annotation(e: &ConfigError, merged: &Merged<'_>) -> AnnotationError {
-    let annotation = annotation_for_flag(e.flag).unwrap_or(a::INJECT);
-    let (value, origin) = match merged.get(annotation) {
+fn config_error_to_annotation(
+    e: &ConfigError,
+    suffix: Option<&str>,
+    merged: &Merged<'_>,
+) -> AnnotationError {
+    let mapped = profile_annotation_for_flag(e.flag, suffix);
+    let annotation = mapped.clone().unwrap_or(Cow::Borrowed(a::INJECT));
+    let (value, origin) = match merged.get(&annotation) {
         Some((v, o)) => (Some(v.to_owned()), o),
         None => (None, Origin::Pod),
     };
-    let mut message = flags_to_annotations(&e.message);
-    if annotation_for_flag(e.flag).is_none() {
+    let mut message = flags_to_annotations(&e.message, suffix);
+    if mapped.is_none() {
         message = format!("sidecar option --{}: {message}", e.flag);
     }
     let message = bounded(message, value.as_deref());
@@ -1012,11 +1301,11 @@ mod tests {
             Ok(Decision::OptedOut)
         );
         let s = spec(&[], &[(a::ROLE_ARN, ROLE)]);
-        assert_eq!(s.source, Source::WebIdentity);
+        assert_eq!(s.profiles[0].source, Source::WebIdentity);
         let s = spec(&[(a::INJECT, "true"), (a::SECRET_NAME, "keys")], &[]);
-        assert_eq!(s.source, Source::Secret);
-        assert!(s.role_arn.is_none());
-        assert_eq!(s.secret.unwrap().access_key_id_key, "aws_access_key_id");
+        assert_eq!(s.profiles[0].source, Source::Secret);
+        assert!(s.profiles[0].role_arn.is_none());
+        assert_eq!(s.profiles[0].secret.as_ref().unwrap().access_key_id_key, "aws_access_key_id");
     }
 
     #[test]
@@ -1030,7 +1319,7 @@ mod tests {
             ],
         );
         assert_eq!(s.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(s.profile, "x");
+        assert_eq!(s.profiles[0].name, "x");
     }
 
     #[test]
@@ -1079,10 +1368,10 @@ mod tests {
             ],
             &[],
         );
-        assert_eq!(s.session_tags_policy, SessionTagsPolicy::Custom);
-        assert_eq!(s.session_tags.len(), 2);
+        assert_eq!(s.profiles[0].session_tags_policy, SessionTagsPolicy::Custom);
+        assert_eq!(s.profiles[0].session_tags.len(), 2);
         assert_eq!(s.containers, Some(vec!["app".into(), "worker".into()]));
-        assert_eq!(s.policy_arns.len(), 1);
+        assert_eq!(s.profiles[0].policy_arns.len(), 1);
         let s = spec(
             &[
                 (a::ROLE_ARN, ROLE),
@@ -1091,7 +1380,7 @@ mod tests {
             ],
             &[],
         );
-        assert!(s.session_tags.is_empty());
+        assert!(s.profiles[0].session_tags.is_empty());
         assert_eq!(s.warnings.len(), 1);
     }
 
@@ -1106,9 +1395,9 @@ mod tests {
         let Ok(Decision::Inject(s)) = resolve(&pod, &none) else {
             panic!()
         };
-        let config = s.sidecar_config(&ClusterDefaults::default(), POD);
+        let config = s.sidecar_configs(&ClusterDefaults::default(), POD).remove(0);
         let errs: Vec<String> = s
-            .check(&config, &pod, &none)
+            .check(std::slice::from_ref(&config), &pod, &none)
             .unwrap_err()
             .iter()
             .map(ToString::to_string)
@@ -1137,7 +1426,7 @@ mod tests {
             health_port: 9000,
             ..ClusterDefaults::default()
         };
-        let c = s.sidecar_config(&d, POD);
+        let c = s.sidecar_configs(&d, POD).remove(0);
         assert_eq!(c.region.as_deref(), Some("eu-west-1"));
         assert_eq!(
             c.token_file.as_deref(),
@@ -1147,7 +1436,7 @@ mod tests {
         );
         assert_eq!(c.health_addr.port(), 9000);
         assert_eq!(
-            s.check(&c, &ann(&[(a::ROLE_ARN, ROLE)]), &ann(&[])),
+            s.check(std::slice::from_ref(&c), &ann(&[(a::ROLE_ARN, ROLE)]), &ann(&[])),
             Ok(vec![])
         );
     }
@@ -1157,19 +1446,19 @@ mod tests {
         let s = spec(&[(a::ROLE_ARN, ROLE)], &[]);
         assert_eq!(s.delivery, None);
         let mut d = ClusterDefaults::default();
-        assert_eq!(s.sidecar_config(&d, POD).endpoint_addr, None);
+        assert_eq!(s.sidecar_configs(&d, POD).remove(0).endpoint_addr, None);
         d.delivery = Delivery::Endpoint;
         d.endpoint_port = 9100;
         assert_eq!(s.delivery(&d), Delivery::Endpoint);
-        let c = s.sidecar_config(&d, POD);
+        let c = s.sidecar_configs(&d, POD).remove(0);
         assert_eq!(c.endpoint_addr, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(
-            s.check(&c, &ann(&[(a::ROLE_ARN, ROLE)]), &ann(&[])),
+            s.check(std::slice::from_ref(&c), &ann(&[(a::ROLE_ARN, ROLE)]), &ann(&[])),
             Ok(vec![])
         );
         let s = spec(&[(a::ROLE_ARN, ROLE), (a::DELIVERY, "process")], &[]);
         assert_eq!(s.delivery(&d), Delivery::Process);
-        assert_eq!(s.sidecar_config(&d, POD).endpoint_addr, None);
+        assert_eq!(s.sidecar_configs(&d, POD).remove(0).endpoint_addr, None);
         let s = spec(
             &[
                 (a::ROLE_ARN, ROLE),
@@ -1195,7 +1484,7 @@ mod tests {
             (a::TRANSITIVE_TAG_KEYS, "kubernetes-namespace"),
         ];
         let s = spec(&pod, &[]);
-        let c = s.sidecar_config(&ClusterDefaults::default(), POD);
+        let c = s.sidecar_configs(&ClusterDefaults::default(), POD).remove(0);
         let tags: Vec<String> = c.session_tags.iter().map(ToString::to_string).collect();
         assert_eq!(
             tags,
@@ -1206,7 +1495,7 @@ mod tests {
             ]
         );
         assert_eq!(c.pod_name_tag_key.as_deref(), Some(TAG_KEY_POD_NAME));
-        assert_eq!(s.check(&c, &ann(&pod), &ann(&[])), Ok(vec![]));
+        assert_eq!(s.check(std::slice::from_ref(&c), &ann(&pod), &ann(&[])), Ok(vec![]));
         // With web identity, tags go on the first chained AssumeRole.
         let s = spec(
             &[
@@ -1216,7 +1505,7 @@ mod tests {
             ],
             &[],
         );
-        assert_eq!(s.session_tags_policy, SessionTagsPolicy::Simple);
+        assert_eq!(s.profiles[0].session_tags_policy, SessionTagsPolicy::Simple);
         let e = errors(
             &[
                 (a::INJECT, "true"),
@@ -1259,8 +1548,8 @@ mod tests {
             Err(e) => return e.iter().map(ToString::to_string).collect(),
             other => panic!("{other:?}"),
         };
-        let c = s.sidecar_config(&ClusterDefaults::default(), POD);
-        match s.check(&c, &pod, &none) {
+        let c = s.sidecar_configs(&ClusterDefaults::default(), POD).remove(0);
+        match s.check(std::slice::from_ref(&c), &pod, &none) {
             Err(e) => e.iter().map(ToString::to_string).collect(),
             Ok(w) => panic!("accepted, warnings {w:?}"),
         }
@@ -1363,13 +1652,13 @@ mod tests {
             allow_http_sts_endpoint: true,
             ..ClusterDefaults::default()
         };
-        let c = s.sidecar_config(&allow, POD);
+        let c = s.sidecar_configs(&allow, POD).remove(0);
         assert!(c.allow_http_sts_endpoint);
         assert!(
             c.to_args()
                 .contains(&"--allow-http-sts-endpoint".to_owned())
         );
-        assert_eq!(s.check(&c, &pod, &none), Ok(vec![]));
+        assert_eq!(s.check(std::slice::from_ref(&c), &pod, &none), Ok(vec![]));
         // Loopback needs no setting, and gets no flag.
         let pod = ann(&[
             (a::ROLE_ARN, ROLE),
@@ -1378,10 +1667,10 @@ mod tests {
         let Ok(Decision::Inject(s)) = resolve(&pod, &none) else {
             panic!()
         };
-        let c = s.sidecar_config(&allow, POD);
+        let c = s.sidecar_configs(&allow, POD).remove(0);
         assert!(!c.allow_http_sts_endpoint);
-        let c = s.sidecar_config(&ClusterDefaults::default(), POD);
-        assert_eq!(s.check(&c, &pod, &none), Ok(vec![]));
+        let c = s.sidecar_configs(&ClusterDefaults::default(), POD).remove(0);
+        assert_eq!(s.check(std::slice::from_ref(&c), &pod, &none), Ok(vec![]));
     }
 
     proptest! {
@@ -1400,8 +1689,8 @@ mod tests {
             let errors = match resolve(&pod, &Annotations::new()) {
                 Err(e) => e,
                 Ok(Decision::Inject(s)) => {
-                    let c = s.sidecar_config(&ClusterDefaults::default(), POD);
-                    s.check(&c, &pod, &Annotations::new()).err().unwrap_or_default()
+                    let c = s.sidecar_configs(&ClusterDefaults::default(), POD).remove(0);
+                    s.check(std::slice::from_ref(&c), &pod, &Annotations::new()).err().unwrap_or_default()
                 }
                 Ok(_) => Vec::new(),
             };
@@ -1412,19 +1701,137 @@ mod tests {
         }
     }
 
+
+    const WRITER: &str = "arn:aws:iam::210987654321:role/writer";
+
+    #[test]
+    fn additional_profiles_take_their_own_annotations_and_inherit_none() {
+        let s = spec(
+            &[
+                (a::ROLE_ARN, ROLE),
+                (a::SESSION_DURATION, "2h"),
+                (a::REGION, "eu-west-1"),
+                ("tempcreds.io/role-arn.writer", WRITER),
+                ("tempcreds.io/session-duration.writer", "15m"),
+                ("tempcreds.io/secret-name.audit", "audit-keys"),
+                ("tempcreds.io/source.audit", "secret"),
+            ],
+            &[("tempcreds.io/refresh-before.writer", "5m")],
+        );
+        let names: Vec<_> = s.profiles.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["default", "audit", "writer"]);
+        let writer = &s.profiles[2];
+        assert_eq!(writer.suffix.as_deref(), Some("writer"));
+        assert_eq!(writer.role_arn.as_ref().map(ToString::to_string).as_deref(), Some(WRITER));
+        assert_eq!(writer.session_duration, Some(Duration::from_secs(900)));
+        assert_eq!(writer.refresh_before, Some(Duration::from_secs(300)));
+        assert_eq!(writer.source, Source::WebIdentity);
+        let audit = &s.profiles[1];
+        assert_eq!(audit.source, Source::Secret);
+        assert!(audit.role_arn.is_none());
+        assert_eq!(audit.session_duration, None, "nothing is inherited");
+        let configs = s.sidecar_configs(&ClusterDefaults::default(), POD);
+        assert_eq!(
+            configs[1].access_key_id_file.as_deref(),
+            Some(std::path::Path::new("/var/run/secrets/tempcreds/aws-keys-audit/aws_access_key_id"))
+        );
+        assert_eq!(configs[2].region.as_deref(), Some("eu-west-1"), "the region is the pod's");
+        assert_eq!(configs[2].profile, "writer");
+        // The sidecar's warnings name the profile's annotation.
+        let warnings = s.check(&configs, &ann(&[]), &ann(&[])).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("tempcreds.io/refresh-before.writer 5m: "), "{warnings:?}");
+    }
+
+    #[test]
+    fn profile_annotation_mistakes_name_the_annotation() {
+        let e = errors(
+            &[
+                (a::ROLE_ARN, ROLE),
+                ("tempcreds.io/role-arn.writer", WRITER),
+                ("tempcreds.io/session-duration.writr", "1h"),
+                ("tempcreds.io/region.writer", "eu-west-1"),
+                ("tempcreds.io/rol-arn.writer", WRITER),
+                ("tempcreds.io/role-arn.Bad_Name", WRITER),
+            ],
+            &[],
+        );
+        assert_eq!(e.len(), 4, "{e:?}");
+        let joined = e.join("\n");
+        for want in [
+            "annotation tempcreds.io/role-arn.Bad_Name=",
+            "\"Bad_Name\" is not a usable profile name",
+            "tempcreds.io/region applies to the whole pod",
+            "tempcreds.io/rol-arn.writer=",
+            "is not a tempcreds annotation",
+            "tempcreds.io/session-duration.writr=\"1h\": no profile \"writr\" is declared",
+            "declared: writer",
+        ] {
+            assert!(joined.contains(want), "{want} not in {joined}");
+        }
+        // A bad value is reported under the suffixed annotation.
+        let e = errors(
+            &[(a::ROLE_ARN, ROLE), ("tempcreds.io/role-arn.writer", "nope")],
+            &[],
+        );
+        assert!(e[0].starts_with("annotation tempcreds.io/role-arn.writer=\"nope\": "), "{e:?}");
+        // The default profile's name cannot be taken twice.
+        let e = errors(
+            &[(a::ROLE_ARN, ROLE), (a::PROFILE, "writer"), ("tempcreds.io/role-arn.writer", WRITER)],
+            &[],
+        );
+        assert!(e[0].contains("the default profile's name"), "{e:?}");
+        // An additional profile alone opts in, and the default needs a role.
+        let e = errors(&[("tempcreds.io/role-arn.writer", WRITER)], &[]);
+        assert!(e[0].contains("tempcreds.io/role-arn: is required"), "{e:?}");
+        let many: Vec<(String, String)> = (0..=MAX_ADDITIONAL_PROFILES)
+            .map(|i| (format!("tempcreds.io/role-arn.p{i}"), WRITER.to_owned()))
+            .collect();
+        let mut pairs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        pairs.push((a::ROLE_ARN, ROLE));
+        let e = errors(&pairs, &[]);
+        assert!(e[0].contains("at most 8"), "{e:?}");
+    }
+
+    #[test]
+    fn sidecar_errors_of_a_profile_name_its_annotations() {
+        let pod = ann(&[
+            (a::ROLE_ARN, ROLE),
+            ("tempcreds.io/role-arn.writer", WRITER),
+            ("tempcreds.io/external-id.writer", "x-1"),
+        ]);
+        let Ok(Decision::Inject(s)) = resolve(&pod, &ann(&[])) else {
+            panic!("not injected")
+        };
+        let configs = s.sidecar_configs(&ClusterDefaults::default(), POD);
+        let e = s.check(&configs, &pod, &ann(&[])).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].annotation, "tempcreds.io/external-id.writer");
+        assert!(e[0].to_string().contains("\"x-1\""), "{}", e[0]);
+    }
+
     proptest! {
         #[test]
         fn never_panics(keys in proptest::collection::vec(0..a::USER_ANNOTATIONS.len(), 0..8),
+                        suffixes in proptest::collection::vec(
+                            prop_oneof![Just(String::new()), Just(".w".to_owned()), "\\.\\PC{0,12}"], 8),
                         values in proptest::collection::vec("\\PC{0,20}", 8),
                         inject in proptest::bool::ANY) {
             let mut pod = Annotations::new();
             if inject { pod.insert(a::ROLE_ARN.into(), ROLE.into()); }
-            for (k, v) in keys.iter().zip(values.iter()) {
-                pod.insert(a::USER_ANNOTATIONS[*k].to_owned(), v.clone());
+            for ((k, suffix), v) in keys.iter().zip(&suffixes).zip(values.iter()) {
+                pod.insert(format!("{}{suffix}", a::USER_ANNOTATIONS[*k]), v.clone());
             }
             if let Ok(Decision::Inject(s)) = resolve(&pod, &Annotations::new()) {
-                let c = s.sidecar_config(&ClusterDefaults::default(), POD);
-                let _ = s.check(&c, &pod, &Annotations::new());
+                let configs = s.sidecar_configs(&ClusterDefaults::default(), POD);
+                prop_assert_eq!(configs.len(), s.profiles.len());
+                if s.check(&configs, &pod, &Annotations::new()).is_ok() {
+                    // What the webhook renders, the sidecar parses back.
+                    let args = crate::config::render_profiles(&configs);
+                    let (_, rest) = crate::config::split_profiles(args.iter().map(std::ffi::OsString::from).collect());
+                    let extra = crate::config::parse_additional(&configs[0], &rest);
+                    prop_assert_eq!(extra.map_err(|e| e.to_string()), Ok(configs[1..].to_vec()));
+                }
             }
         }
     }

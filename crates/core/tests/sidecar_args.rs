@@ -28,8 +28,8 @@ fn admitted(pod: &[(&str, &str)]) -> Option<SidecarConfig> {
         namespace: "team-a",
         service_account: "app",
     };
-    let config = spec.sidecar_config(&ClusterDefaults::default(), pod_ref);
-    spec.check(&config, &pod, &sa).ok()?;
+    let config = spec.sidecar_configs(&ClusterDefaults::default(), pod_ref).remove(0);
+    spec.check(std::slice::from_ref(&config), &pod, &sa).ok()?;
     Some(config)
 }
 
