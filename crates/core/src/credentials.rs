@@ -282,20 +282,32 @@ pub fn config_file_for_process(
     cat: &str,
     process_json: &str,
 ) -> Result<String, CredentialsError> {
-    check_section_name("profile", profile)?;
+    config_file_for_processes(&[(profile, process_json)], cat)
+}
+
+/// [`config_file_for_process`] for several profiles: one section per
+/// `(profile, process_json)`, in order.
+pub fn config_file_for_processes(
+    profiles: &[(&str, &str)],
+    cat: &str,
+) -> Result<String, CredentialsError> {
     check_ini_value("credential_process command", cat, Shown::Value)?;
-    check_ini_value("credential_process file", process_json, Shown::Value)?;
-    let section = if profile == "default" {
-        "default".to_owned()
-    } else {
-        format!("profile {profile}")
-    };
-    Ok(format!(
-        "# Written by tempcreds. SDKs run the command below whenever their cached\n\
-         # credentials near expiry, so they always see the newest ones.\n\
-         [{section}]\n\
-         credential_process = {cat} {process_json}\n"
-    ))
+    let mut out = "# Written by tempcreds. SDKs run the command below whenever their cached\n\
+                   # credentials near expiry, so they always see the newest ones.\n"
+        .to_owned();
+    for (profile, process_json) in profiles {
+        check_section_name("profile", profile)?;
+        check_ini_value("credential_process file", process_json, Shown::Value)?;
+        let section = if *profile == "default" {
+            "default".to_owned()
+        } else {
+            format!("profile {profile}")
+        };
+        out.push_str(&format!(
+            "[{section}]\ncredential_process = {cat} {process_json}\n"
+        ));
+    }
+    Ok(out)
 }
 
 /// Access key ID lengths STS documents (`AccessKeyId`: 16 to 128 of `[\w]`).

@@ -12,6 +12,25 @@ pub const CREDENTIALS_FILE: &str = "credentials";
 /// The `credential_process` JSON document inside the output directory.
 pub const PROCESS_JSON_FILE: &str = "credentials.json";
 
+/// The `credential_process` JSON document of an additional profile (the
+/// first profile's is [`PROCESS_JSON_FILE`]).
+pub fn process_json_file(additional: Option<&str>) -> String {
+    match additional {
+        None => PROCESS_JSON_FILE.to_owned(),
+        Some(name) => format!("credentials.{name}.json"),
+    }
+}
+
+/// The path of an additional profile's credentials on the
+/// container-credentials endpoint (the first profile's is
+/// [`ENDPOINT_PATH`]).
+pub fn endpoint_path(additional: Option<&str>) -> String {
+    match additional {
+        None => ENDPOINT_PATH.to_owned(),
+        Some(name) => format!("{ENDPOINT_PATH}/{name}"),
+    }
+}
+
 /// The AWS config file whose profile runs `credential_process` on
 /// [`PROCESS_JSON_FILE`], inside the output directory.
 pub const CONFIG_FILE: &str = "config";

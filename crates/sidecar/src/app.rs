@@ -19,7 +19,7 @@ use std::time::Duration;
 use tempcreds_core::{Credentials, SidecarConfig};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{Instrument as _, error, info, warn};
 
 use crate::cli::RunArgs;
 use crate::endpoint::{self, Latest, Token};
@@ -143,34 +143,50 @@ fn local_checks(config: &SidecarConfig) -> Vec<tempcreds_core::ConfigError> {
     errors
 }
 
+/// Validates every profile (the first with [`local_checks`] too), logging
+/// each problem with its profile and flag. Returns whether all are valid.
+fn validate_profiles(configs: &[SidecarConfig]) -> bool {
+    let mut count = 0;
+    for (i, config) in configs.iter().enumerate() {
+        let mut errors = match config.validate() {
+            Ok(warnings) => {
+                for w in warnings {
+                    warn!(profile = %config.profile, "{w}");
+                }
+                Vec::new()
+            }
+            Err(errors) => errors,
+        };
+        if i == 0 {
+            errors.extend(local_checks(config));
+        } else if config.pod_name_tag_key.is_some() && config.pod_name.is_none() {
+            errors.extend(
+                local_checks(config)
+                    .into_iter()
+                    .filter(|e| e.flag == "pod-name-tag-key"),
+            );
+        }
+        for e in &errors {
+            error!(profile = %config.profile, flag = e.flag, "{e}");
+        }
+        count += errors.len();
+    }
+    if count > 0 {
+        error!(
+            errors = count,
+            "invalid configuration; see `tempcreds-sidecar run --help`"
+        );
+    }
+    count == 0
+}
+
 /// Runs `tempcreds-sidecar run` and returns the process's exit code.
 pub fn run(args: RunArgs) -> ExitCode {
     let limits = args.listener_limits();
-    let config = args.config;
-    let validated = match (config.validate(), local_checks(&config)) {
-        (result, extra) if extra.is_empty() => result,
-        (Ok(_), extra) => Err(extra),
-        (Err(mut errors), extra) => {
-            errors.extend(extra);
-            Err(errors)
-        }
-    };
-    match validated {
-        Ok(warnings) => {
-            for w in warnings {
-                warn!("{w}");
-            }
-        }
-        Err(errors) => {
-            for e in &errors {
-                error!(flag = e.flag, "{e}");
-            }
-            error!(
-                errors = errors.len(),
-                "invalid configuration; see `tempcreds-sidecar run --help`"
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let mut configs = vec![args.config];
+    configs.extend(args.additional);
+    if !validate_profiles(&configs) {
+        return ExitCode::from(EXIT_CONFIG);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -188,7 +204,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         health_server: !args.no_health_server,
         limits,
     };
-    let code = runtime.block_on(async_run(config, mode));
+    let code = runtime.block_on(async_run(configs, mode));
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     code
 }
@@ -202,90 +218,176 @@ struct Mode {
     limits: listen::Limits,
 }
 
-async fn async_run(config: SidecarConfig, args: Mode) -> ExitCode {
-    let sts = match Sts::new(&config).await {
-        Ok(sts) => sts,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
+/// One profile, ready to run: its configuration, refresher and state.
+struct Profile {
+    config: SidecarConfig,
+    refresher: StsRefresh,
+    readiness: Readiness,
+    first_due: Instant,
+}
+
+async fn async_run(configs: Vec<SidecarConfig>, args: Mode) -> ExitCode {
+    let names: Vec<String> = configs.iter().map(|c| c.profile.clone()).collect();
+    let outputs = Output::profiles(&configs[0].output_dir, &names);
+    let readiness: Vec<Readiness> = names.iter().map(|_| Readiness::default()).collect();
+    // Served on the health listener; without it (`--no-health-server`, or
+    // `--once`) nobody reads them, so nothing is recorded.
+    let metrics = (args.health_server && !args.once).then(|| Metrics::new(readiness[0].clone()));
+    let mut profiles = Vec::new();
+    for ((config, output), readiness) in configs.into_iter().zip(outputs).zip(&readiness) {
+        let sts = match Sts::new(&config).await {
+            Ok(sts) => sts,
+            Err(e) => {
+                error!(profile = %config.profile, "{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        info!(
+            profile = %config.profile,
+            source = %config.source,
+            first_call = config.first_call().action(),
+            role_arn = config.role_arn.as_ref().map(ToString::to_string),
+            chain_roles = config.chain_role_arns.len(),
+            session_name = %config.effective_session_name(),
+            endpoint = sts.endpoint(),
+            output_dir = %config.output_dir.display(),
+            "starting"
+        );
+        let mut refresher = StsRefresh::new(sts, output, &config);
+        if let Some(m) = &metrics {
+            refresher = refresher.with_metrics(m.clone());
+        }
+        profiles.push(Profile {
+            config,
+            refresher,
+            readiness: readiness.clone(),
+            first_due: Instant::now(),
+        });
+    }
+    let first = profiles[0].config.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = shutdown_signal();
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    info!(
-        source = %config.source,
-        first_call = config.first_call().action(),
-        role_arn = config.role_arn.as_ref().map(ToString::to_string),
-        chain_roles = config.chain_role_arns.len(),
-        session_name = %config.effective_session_name(),
-        endpoint = sts.endpoint(),
-        output_dir = %config.output_dir.display(),
-        "starting"
-    );
-    let output = Output::new(&config.output_dir, &config.profile);
-    let shutdown = shutdown_signal();
     if args.once {
-        let mut refresher = StsRefresh::new(sts, output, &config);
-        return run_once(&mut refresher, args.retry, shutdown).await;
-    }
-
-    let readiness = Readiness::default();
-    // Served on the health listener; without it (`--no-health-server`)
-    // nobody reads them, so nothing is recorded.
-    let metrics = args.health_server.then(|| Metrics::new(readiness.clone()));
-    let mut refresher = StsRefresh::new(sts, output, &config);
-    if let Some(m) = &metrics {
-        refresher = refresher.with_metrics(m.clone());
-    }
-    let mut first_due = Instant::now();
-    // Nothing written yet is the usual first start.
-    if let Ok(written) = probe::read_written(&config.output_dir) {
-        match probe::adoptable(&written, config.refresh_before) {
-            Some(due) => {
-                let creds = written.credentials;
-                info!(
-                    access_key_id = %creds.access_key_id,
-                    expiration = %creds.expiration_rfc3339(),
-                    next_refresh_secs = due.saturating_duration_since(Instant::now()).as_secs(),
-                    "serving the credentials a previous run wrote; they are fresh, so STS is not called yet"
-                );
-                readiness.written(refresh::expiry_instant(creds.expiration));
-                refresher.latest().set(creds);
-                first_due = due;
+        let mut tasks = tokio::task::JoinSet::new();
+        for mut p in profiles {
+            let stop = until_stopped();
+            let span = tracing::info_span!("profile", profile = %p.config.profile);
+            tasks.spawn(
+                async move { run_once(&mut p.refresher, args.retry, stop).await }
+                    .instrument(span),
+            );
+        }
+        tokio::pin!(shutdown);
+        let mut code = ExitCode::SUCCESS;
+        loop {
+            tokio::select! {
+                () = &mut shutdown, if !stop.borrow().to_owned() => {
+                    let _ = stop.send(true);
+                }
+                done = tasks.join_next() => match done {
+                    Some(Ok(c)) if c != ExitCode::SUCCESS => code = c,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => code = ExitCode::from(EXIT_FAILURE),
+                    None => return code,
+                },
             }
-            None => info!("the credentials a previous run wrote are due for refresh"),
         }
     }
+
+    for p in &mut profiles {
+        adopt(p);
+    }
     if let Some(metrics) = metrics {
-        let listener = match tokio::net::TcpListener::bind(config.health_addr).await {
+        let listener = match tokio::net::TcpListener::bind(first.health_addr).await {
             Ok(l) => l,
             Err(e) => {
-                error!(error = %e, "--health-addr {}: cannot listen", config.health_addr);
+                error!(error = %e, "--health-addr {}: cannot listen", first.health_addr);
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
         tokio::spawn(listen::serve(
             listener,
-            health::router(readiness.clone(), metrics),
+            health::router(readiness, metrics),
             args.limits,
         ));
     }
-    if let Some(addr) = config.endpoint_addr
-        && let Err(code) = serve_endpoint(addr, &config, refresher.latest(), args.limits).await
-    {
-        return code;
+    if let Some(addr) = first.endpoint_addr {
+        let latest = profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let path = tempcreds_core::paths::endpoint_path(
+                    (i > 0).then_some(p.config.profile.as_str()),
+                );
+                (path, p.refresher.latest())
+            })
+            .collect();
+        if let Err(code) = serve_endpoint(addr, &first, latest, args.limits).await {
+            return code;
+        }
     }
-    let (tx, rx) = mpsc::channel(1);
-    let _watch = watch::watch(&inputs::files(&config), tx);
-    refresh::run_from(
-        first_due,
-        refresher,
-        config.refresh_before,
-        readiness,
-        rx,
-        shutdown,
-    )
-    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in profiles {
+        let (tx, rx) = mpsc::channel(1);
+        let watcher = watch::watch(&inputs::files(&p.config), tx);
+        let stop = until_stopped();
+        let span = tracing::info_span!("profile", profile = %p.config.profile);
+        tasks.spawn(
+            async move {
+                let _watcher = watcher;
+                refresh::run_from(
+                    p.first_due,
+                    p.refresher,
+                    p.config.refresh_before,
+                    p.readiness,
+                    rx,
+                    stop,
+                )
+                .await;
+            }
+            .instrument(span),
+        );
+    }
+    shutdown.await;
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
     info!("shutting down");
     ExitCode::SUCCESS
+}
+
+/// Adopts the credentials a previous run left for `p`'s profile while their
+/// refresh point is ahead (nothing written yet is the usual first start).
+fn adopt(p: &mut Profile) {
+    let file = p.refresher.output.process_json_file();
+    let Ok(written) = probe::read_written(&p.config.output_dir, &file) else {
+        return;
+    };
+    match probe::adoptable(&written, p.config.refresh_before) {
+        Some(due) => {
+            let creds = written.credentials;
+            info!(
+                profile = %p.config.profile,
+                access_key_id = %creds.access_key_id,
+                expiration = %creds.expiration_rfc3339(),
+                next_refresh_secs = due.saturating_duration_since(Instant::now()).as_secs(),
+                "serving the credentials a previous run wrote; they are fresh, so STS is not called yet"
+            );
+            p.readiness.written(refresh::expiry_instant(creds.expiration));
+            p.refresher.output.adopt(&creds);
+            p.refresher.latest().set(creds);
+            p.first_due = due;
+        }
+        None => info!(
+            profile = %p.config.profile,
+            "the credentials a previous run wrote are due for refresh"
+        ),
+    }
 }
 
 /// `--once`: one fetch and write; with `retry`, backoff and further
@@ -337,7 +439,7 @@ async fn run_once(
 async fn serve_endpoint(
     addr: std::net::SocketAddr,
     config: &SidecarConfig,
-    latest: Latest,
+    latest: Vec<(String, Latest)>,
     limits: listen::Limits,
 ) -> Result<(), ExitCode> {
     let token = Token::generate().map_err(|e| {

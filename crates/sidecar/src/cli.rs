@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tempcreds_core::SidecarConfig;
+use tempcreds_core::config::parse_additional;
 
 /// Keeps temporary AWS credentials from STS in a shared file, refreshed
 /// before they expire.
@@ -22,14 +23,25 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How additional profiles are given, after `run`'s and `doctor`'s flags.
+const AND_PROFILE_HELP: &str = "Additional profiles: after the flags above, \
+`--and-profile NAME FLAGS...` once per profile. FLAGS are that profile's own (--source, --role-arn, \
+--chain-role-arn, session and tag flags, --refresh-before, ...; no TEMPCREDS_* variables); it takes \
+--region, --sts-endpoint, --allow-http-sts-endpoint and --pod-name from the first profile unless it \
+sets them, and shares --output-dir, --health-addr and --endpoint-addr. Each profile is refreshed on \
+its own schedule into its own section of the credentials and config files, and served at \
+/v1/credentials/NAME by the endpoint.";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Obtain credentials, write them, and keep them fresh (or once, with --once).
+    #[command(after_help = AND_PROFILE_HELP)]
     Run(RunArgs),
     /// Check the configuration step by step (token, issuer, policies, STS
     /// calls) and explain what is wrong. Writes nothing. Exit 0 when every
     /// check passes, 1 when one fails, 64 for bad flags.
+    #[command(after_help = AND_PROFILE_HELP)]
     Doctor(DoctorArgs),
     /// Exit 0 when the output directory holds credentials that have not
     /// expired, 1 otherwise: the exec probe of pods without a health
@@ -67,6 +79,11 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub config: SidecarConfig,
 
+    /// The additional profiles (`--and-profile NAME FLAGS...`), parsed
+    /// apart: see [`parse_with_profiles`].
+    #[arg(skip)]
+    pub additional: Vec<SidecarConfig>,
+
     /// Report format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -91,9 +108,15 @@ pub struct DoctorArgs {
 /// `run`'s arguments.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The sidecar's configuration.
+    /// The sidecar's configuration (of its first profile, and what the
+    /// additional ones share).
     #[command(flatten)]
     pub config: SidecarConfig,
+
+    /// The additional profiles (`--and-profile NAME FLAGS...`), parsed
+    /// apart: see [`parse_with_profiles`].
+    #[arg(skip)]
+    pub additional: Vec<SidecarConfig>,
 
     /// Fetch and write credentials once, then exit: 0 on success, 1 when STS
     /// or writing fails, 64 for a configuration error.
@@ -148,6 +171,26 @@ impl RunArgs {
             ..crate::listen::Limits::default()
         }
     }
+}
+
+/// Parses a command line with additional profiles: the arguments before
+/// the first `--and-profile` with clap, then each profile's
+/// ([`tempcreds_core::config::parse_additional`]) for `run` and `doctor`.
+pub fn parse_with_profiles(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    let (head, rest) = tempcreds_core::config::split_profiles(args);
+    let mut cli = Cli::try_parse_from(head)?;
+    match &mut cli.command {
+        Command::Run(run) => run.additional = parse_additional(&run.config, &rest)?,
+        Command::Doctor(doctor) => doctor.additional = parse_additional(&doctor.config, &rest)?,
+        Command::Probe(_) if !rest.is_empty() => {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::UnknownArgument,
+                "probe takes no --and-profile\n",
+            ));
+        }
+        Command::Probe(_) => {}
+    }
+    Ok(cli)
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {

@@ -211,12 +211,30 @@ fn capitalized(s: &str) -> String {
 }
 
 /// Runs `tempcreds-sidecar doctor` and returns the exit code: 0 when every
-/// check passed (warnings allowed), 1 when one failed, 64 for bad flags.
+/// check of every profile passed (warnings allowed), 1 when one failed, 64
+/// for bad flags.
+///
+/// With additional profiles (`--and-profile`), each profile is checked in
+/// turn: the text report has a `Profile NAME` heading per profile, the JSON
+/// report is an array of reports, each with its `profile`.
 pub fn run(args: DoctorArgs) -> ExitCode {
-    if let Err(errors) = args.config.validate() {
-        for e in &errors {
-            eprintln!("error: {e}");
+    let configs: Vec<&SidecarConfig> = std::iter::once(&args.config)
+        .chain(&args.additional)
+        .collect();
+    let mut invalid = false;
+    for cfg in &configs {
+        if let Err(errors) = cfg.validate() {
+            for e in &errors {
+                if configs.len() > 1 {
+                    eprintln!("error: profile {}: {e}", cfg.profile);
+                } else {
+                    eprintln!("error: {e}");
+                }
+            }
+            invalid = true;
         }
+    }
+    if invalid {
         eprintln!("invalid configuration; see `tempcreds-sidecar doctor --help`");
         return ExitCode::from(app::EXIT_CONFIG);
     }
@@ -237,24 +255,47 @@ pub fn run(args: DoctorArgs) -> ExitCode {
             return ExitCode::from(app::EXIT_FAILURE);
         }
     };
-    let report = runtime.block_on(diagnose(&args, &client));
-    match args.output {
-        OutputFormat::Text => print!("{}", report.to_text()),
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        ),
+    let mut reports = Vec::new();
+    for cfg in &configs {
+        reports.push(runtime.block_on(diagnose(&args, cfg, &client)));
     }
-    if report.ok {
+    let several = configs.len() > 1;
+    match (args.output, several) {
+        (OutputFormat::Text, false) => print!("{}", reports[0].to_text()),
+        (OutputFormat::Text, true) => {
+            for (cfg, report) in configs.iter().zip(&reports) {
+                println!("Profile {}\n", cfg.profile);
+                print!("{}", report.to_text());
+                println!();
+            }
+        }
+        (OutputFormat::Json, false) => println!(
+            "{}",
+            serde_json::to_string_pretty(&reports[0]).unwrap_or_default()
+        ),
+        (OutputFormat::Json, true) => {
+            let named: Vec<serde_json::Value> = configs
+                .iter()
+                .zip(&reports)
+                .map(|(cfg, report)| {
+                    let mut v = serde_json::to_value(report).unwrap_or_default();
+                    v["profile"] = serde_json::Value::String(cfg.profile.clone());
+                    v
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&named).unwrap_or_default());
+        }
+    }
+    if reports.iter().all(|r| r.ok) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(app::EXIT_FAILURE)
     }
 }
 
-/// Runs every step.
-pub async fn diagnose(args: &DoctorArgs, client: &Client) -> Report {
-    let cfg = &args.config;
+/// Runs every step for the profile `cfg` (`args.config` or one of
+/// `args.additional`).
+pub async fn diagnose(args: &DoctorArgs, cfg: &SidecarConfig, client: &Client) -> Report {
     let mut steps = vec![config_step(cfg)];
     let mut web = None;
     if cfg.source == Source::WebIdentity {

@@ -9,8 +9,10 @@
 //! - At start it draws a random token (32 bytes from the operating system's
 //!   CSPRNG, hex-encoded) and writes it atomically to `endpoint-token` in
 //!   the output directory, without a trailing newline, before listening.
-//! - `GET /v1/credentials` answers the latest credentials from memory, so an
-//!   SDK (whose timeouts are 1 to 5 s) never waits on STS: 401 without an
+//! - `GET /v1/credentials` answers the latest credentials of the first
+//!   profile from memory, `GET /v1/credentials/NAME` those of the additional
+//!   profile `NAME`, so an SDK (whose timeouts are 1 to 5 s) never waits on
+//!   STS: 401 without an
 //!   `Authorization` header, 403 with a wrong one (compared in constant
 //!   time; logged without the value), 503 while no valid credentials exist.
 
@@ -96,11 +98,20 @@ struct Endpoint {
     latest: Latest,
 }
 
-/// The endpoint's routes.
-pub fn router(token: Token, latest: Latest) -> Router {
-    Router::new()
-        .route(paths::ENDPOINT_PATH, get(credentials))
-        .with_state(Endpoint { token, latest })
+/// The endpoint's routes: each `(path, latest)` serves that profile's
+/// credentials at its path ([`paths::endpoint_path`]).
+pub fn router(token: Token, latest: Vec<(String, Latest)>) -> Router {
+    latest
+        .into_iter()
+        .fold(Router::new(), |router, (path, latest)| {
+            router.route(
+                &path,
+                get(credentials).with_state(Endpoint {
+                    token: token.clone(),
+                    latest,
+                }),
+            )
+        })
 }
 
 async fn credentials(State(ep): State<Endpoint>, headers: HeaderMap) -> Response {
@@ -208,7 +219,7 @@ mod tests {
     async fn answers_only_with_the_token_and_only_valid_credentials() {
         let token = Token::generate().unwrap();
         let latest = Latest::default();
-        let router = router(token.clone(), latest.clone());
+        let router = router(token.clone(), vec![(paths::ENDPOINT_PATH.to_owned(), latest.clone())]);
         let good = token.0.expose().to_owned();
 
         assert_eq!(get(&router, None).await.0, StatusCode::UNAUTHORIZED);

@@ -1,8 +1,9 @@
 //! `/healthz`, `/readyz` and `/metrics`.
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` answers 200 only
-//! while credentials are written and not expired: the injected startup probe
-//! uses it, so application containers start only once credentials exist.
+//! while every profile's credentials are written and not expired: the
+//! injected startup probe uses it, so application containers start only once
+//! credentials exist for each profile they may use.
 //! `/metrics` is Prometheus' scrape ([`crate::metrics`]). Requests to these
 //! routes are not logged.
 
@@ -39,8 +40,9 @@ impl Readiness {
     }
 }
 
-/// The health routes and `/metrics`.
-pub fn router(readiness: Readiness, metrics: Metrics) -> Router {
+/// The health routes and `/metrics`; `/readyz` needs every profile's
+/// `readiness`.
+pub fn router(readiness: Vec<Readiness>, metrics: Metrics) -> Router {
     Router::new()
         .route(
             paths::METRICS_PATH,
@@ -55,7 +57,7 @@ pub fn router(readiness: Readiness, metrics: Metrics) -> Router {
         .route(
             paths::READYZ_PATH,
             get(move || {
-                let ready = readiness.is_ready();
+                let ready = readiness.iter().all(Readiness::is_ready);
                 async move {
                     if ready {
                         (StatusCode::OK, "ready\n")
@@ -79,7 +81,7 @@ mod tests {
     use tower::ServiceExt;
 
     async fn status(readiness: &Readiness, path: &str) -> StatusCode {
-        router(readiness.clone(), Metrics::new(readiness.clone()))
+        router(vec![readiness.clone()], Metrics::new(readiness.clone()))
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await
             .unwrap()
@@ -129,7 +131,7 @@ mod metrics_route {
     #[tokio::test]
     async fn metrics_in_the_format_asked_for() {
         let readiness = Readiness::default();
-        let app = router(readiness.clone(), Metrics::new(readiness));
+        let app = router(vec![readiness.clone()], Metrics::new(readiness));
         let (ct, text) = scrape(app.clone(), None).await;
         assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
         assert!(

@@ -64,7 +64,7 @@ pub fn init() {
             .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
             .with_span_list(false);
         tracing_subscriber::registry()
             .with(layer.with_filter(filter))

@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tempcreds_sidecar::cli::{Cli, Command};
+use tempcreds_sidecar::cli::{self, Command};
 use tempcreds_sidecar::{app, doctor, logging, probe};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse_with_profiles(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tempcreds_core::credentials::CredentialsError;
 use tempcreds_core::{Credentials, credentials, paths};
@@ -32,7 +33,7 @@ pub enum WriteError {
         /// The output directory.
         dir: PathBuf,
         /// The file's name.
-        name: &'static str,
+        name: String,
         /// What the operating system said.
         source: io::Error,
     },
@@ -47,20 +48,61 @@ pub enum WriteError {
     },
 }
 
-/// The output directory and what goes into it.
+/// One profile's place in the files.
+#[derive(Debug)]
+struct Slot {
+    /// The profile's name (its INI section).
+    name: String,
+    /// Its `credential_process` JSON file, in the output directory.
+    json: String,
+    /// The credentials last written (or adopted) for it.
+    credentials: Option<Credentials>,
+}
+
+/// The output directory and what one profile writes into it.
+///
+/// The profiles of one sidecar share the `credentials` and `config` files:
+/// each profile's [`Output`] (from [`Output::profiles`]) rewrites them whole
+/// with every profile's latest credentials, under one lock, so a refresh of
+/// one profile keeps the others' sections, and a profile that has none yet
+/// (or fails) leaves the others' untouched.
 #[derive(Debug, Clone)]
 pub struct Output {
     dir: PathBuf,
-    profile: String,
+    slots: Arc<Mutex<Vec<Slot>>>,
+    index: usize,
 }
 
 impl Output {
-    /// Files go into `dir`, the INI section is `profile`.
+    /// Files go into `dir`, the INI section is `profile`: a sidecar with one
+    /// profile.
     pub fn new(dir: impl Into<PathBuf>, profile: impl Into<String>) -> Output {
-        Output {
-            dir: dir.into(),
-            profile: profile.into(),
-        }
+        let mut outputs = Output::profiles(dir, &[profile.into()]);
+        outputs.remove(0)
+    }
+
+    /// One output per profile of `names` (the first is the default
+    /// profile, whose `credential_process` file is `credentials.json`), all
+    /// writing the same files in `dir`.
+    pub fn profiles(dir: impl Into<PathBuf>, names: &[String]) -> Vec<Output> {
+        let dir = dir.into();
+        let slots: Vec<Slot> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Slot {
+                name: name.clone(),
+                json: paths::process_json_file((i > 0).then_some(name.as_str())),
+                credentials: None,
+            })
+            .collect();
+        let slots = Arc::new(Mutex::new(slots));
+        (0..names.len())
+            .map(|index| Output {
+                dir: dir.clone(),
+                slots: slots.clone(),
+                index,
+            })
+            .collect()
     }
 
     /// The directory written to.
@@ -68,10 +110,26 @@ impl Output {
         &self.dir
     }
 
-    /// Writes `credentials` (INI), `credentials.json` (`credential_process`)
-    /// and `config` (a profile running `cat credentials.json`), each
-    /// atomically. The INI is written last of the two credential files, so a
-    /// reader of either never sees credentials older than the other's.
+    /// The name of this profile's `credential_process` JSON file.
+    pub fn process_json_file(&self) -> String {
+        self.lock()[self.index].json.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records credentials a previous run wrote for this profile (still on
+    /// disk), so that other profiles' writes keep its section.
+    pub fn adopt(&self, creds: &Credentials) {
+        self.lock()[self.index].credentials = Some(creds.clone());
+    }
+
+    /// Writes this profile's `credential_process` JSON, then `credentials`
+    /// (INI, a section per profile that has credentials) and `config` (a
+    /// profile per profile running `cat` on its JSON), each atomically. The
+    /// INI is written after the JSON, so a reader of either never sees
+    /// credentials older than the other's.
     ///
     /// All three are formatted before any is written: credentials whose
     /// values could not be written safely ([`Credentials::check_values`],
@@ -82,20 +140,38 @@ impl Output {
             source,
         };
         creds.check_values().map_err(refused)?;
-        let json = self.dir.join(paths::PROCESS_JSON_FILE);
-        let config =
-            credentials::config_file_for_process(&self.profile, CAT, &json.display().to_string())
-                .map_err(refused)?;
-        let ini = creds.to_ini(&self.profile).map_err(refused)?;
-        self.write_file(paths::PROCESS_JSON_FILE, creds.to_process_json().as_bytes())?;
+        let mut slots = self.lock();
+        let jsons: Vec<String> = slots
+            .iter()
+            .map(|s| self.dir.join(&s.json).display().to_string())
+            .collect();
+        let sections: Vec<(&str, &str)> = slots
+            .iter()
+            .zip(&jsons)
+            .map(|(s, json)| (s.name.as_str(), json.as_str()))
+            .collect();
+        let config = credentials::config_file_for_processes(&sections, CAT).map_err(refused)?;
+        let mut ini = String::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let section = match (i == self.index, &slot.credentials) {
+                (true, _) => creds.to_ini(&slot.name),
+                (false, Some(other)) => other.to_ini(&slot.name),
+                (false, None) => continue,
+            };
+            ini.push_str(&section.map_err(refused)?);
+        }
+        let json = slots[self.index].json.clone();
+        self.write_file(&json, creds.to_process_json().as_bytes())?;
         self.write_file(paths::CREDENTIALS_FILE, ini.as_bytes())?;
-        self.write_file(paths::CONFIG_FILE, config.as_bytes())
+        self.write_file(paths::CONFIG_FILE, config.as_bytes())?;
+        slots[self.index].credentials = Some(creds.clone());
+        Ok(())
     }
 
-    fn write_file(&self, name: &'static str, contents: &[u8]) -> Result<(), WriteError> {
+    fn write_file(&self, name: &str, contents: &[u8]) -> Result<(), WriteError> {
         write_atomic(&self.dir, name, contents).map_err(|source| WriteError::Io {
             dir: self.dir.clone(),
-            name,
+            name: name.to_owned(),
             source,
         })
     }

@@ -28,10 +28,11 @@ pub struct Written {
     pub written_at: SystemTime,
 }
 
-/// Reads `credentials.json` in `dir`. The error says what is wrong with the
-/// file, never a secret.
-pub fn read_written(dir: &Path) -> Result<Written, String> {
-    let path = dir.join(paths::PROCESS_JSON_FILE);
+/// Reads the `credential_process` JSON file `file` (`credentials.json` for
+/// the first profile) in `dir`. The error says what is wrong with the file,
+/// never a secret.
+pub fn read_written(dir: &Path, file: &str) -> Result<Written, String> {
+    let path = dir.join(file);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let written_at = std::fs::metadata(&path)
         .and_then(|m| m.modified())
@@ -63,7 +64,7 @@ pub fn adoptable(written: &Written, refresh_before: Option<Duration>) -> Option<
 /// Runs `tempcreds-sidecar probe`: 0 when credentials that have not expired
 /// are on disk, 1 otherwise, with one line saying which.
 pub fn run(args: ProbeArgs) -> ExitCode {
-    match read_written(&args.output_dir) {
+    match read_written(&args.output_dir, paths::PROCESS_JSON_FILE) {
         Ok(w) if w.credentials.expiration > OffsetDateTime::now_utc() => {
             println!(
                 "ready: credentials valid until {}",
@@ -106,7 +107,7 @@ mod tests {
     fn fresh_credentials_are_adopted_until_their_refresh_point() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), time::Duration::hours(1));
-        let w = read_written(dir.path()).unwrap();
+        let w = read_written(dir.path(), paths::PROCESS_JSON_FILE).unwrap();
         assert_eq!(w.credentials.access_key_id, "ASIAPROBE00000000001");
         // Half the lifetime (30 min) is ahead.
         let due = adoptable(&w, None).expect("fresh credentials are adoptable");
@@ -126,7 +127,7 @@ mod tests {
             .unwrap();
         file.set_modified(SystemTime::now() - Duration::from_secs(130 * 60))
             .unwrap();
-        let w = read_written(dir.path()).unwrap();
+        let w = read_written(dir.path(), paths::PROCESS_JSON_FILE).unwrap();
         assert!(adoptable(&w, None).is_none());
         // Unless the refresh is set to 10 minutes before expiry.
         assert!(adoptable(&w, Some(Duration::from_secs(10 * 60))).is_some());
@@ -135,9 +136,9 @@ mod tests {
     #[test]
     fn expired_or_missing_credentials_are_not_adopted() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(read_written(dir.path()).is_err());
+        assert!(read_written(dir.path(), paths::PROCESS_JSON_FILE).is_err());
         write(dir.path(), time::Duration::seconds(-5));
-        let w = read_written(dir.path()).unwrap();
+        let w = read_written(dir.path(), paths::PROCESS_JSON_FILE).unwrap();
         assert!(adoptable(&w, None).is_none());
     }
 }

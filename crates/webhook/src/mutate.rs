@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 use tempcreds_core::annotations as a;
-use tempcreds_core::config::quoted;
+use tempcreds_core::config::{quoted, render_profiles};
 use tempcreds_core::paths;
 use tempcreds_core::spec::{self, Annotations, Decision, InjectionSpec, PodRef};
 use tempcreds_core::{Delivery, SidecarConfig, Source};
@@ -292,12 +292,12 @@ pub fn mutate(pod: &Value, ctx: &Context<'_>, config: &ClusterConfig) -> Outcome
     };
     let defaults = config.defaults();
     let delivery = spec.delivery(&defaults);
-    let mut sidecar_config = spec.sidecar_config(&defaults, pod_ref);
-    let mut warnings = match spec.check(&sidecar_config, &pod_annotations, sa) {
+    let mut sidecar_configs = spec.sidecar_configs(&defaults, pod_ref);
+    let mut warnings = match spec.check(&sidecar_configs, &pod_annotations, sa) {
         Ok(w) => w,
         Err(errors) => return deny(&errors),
     };
-    if sidecar_config.region.is_none() {
+    if sidecar_configs[0].region.is_none() {
         // Admitted: on EC2 the sidecar finds the region in instance
         // metadata (its own environment has no AWS_REGION).
         warnings.push(format!(
@@ -324,12 +324,12 @@ pub fn mutate(pod: &Value, ctx: &Context<'_>, config: &ClusterConfig) -> Outcome
         &spec,
         delivery,
         config,
-        &mut sidecar_config,
+        &mut sidecar_configs,
         &mut warnings,
     ) {
         Ok(plan) => {
             let mut mutated = pod.clone();
-            plan.apply(&mut mutated, &spec, &sidecar_config, config);
+            plan.apply(&mut mutated, &spec, &sidecar_configs, config);
             Outcome::Patch {
                 patch: json_patch::diff(pod, &mutated),
                 warnings,
@@ -355,7 +355,11 @@ struct Plan {
     /// same one) and its probes run `tempcreds-sidecar probe`.
     host_network: bool,
     credentials_volume: String,
-    source_volume: Option<String>,
+    /// The projected token's volume, when a profile uses web identity.
+    token_volume: Option<String>,
+    /// The long-term keys' volume of each profile with `source: secret`:
+    /// the profile's index and the volume's name.
+    secret_volumes: Vec<(usize, String)>,
     /// Selected containers in `spec.containers`, by index.
     app: Vec<usize>,
     /// Selected containers in `spec.initContainers`, by index (before the
@@ -372,7 +376,7 @@ impl Plan {
         spec: &InjectionSpec,
         delivery: Delivery,
         config: &ClusterConfig,
-        sidecar_config: &mut SidecarConfig,
+        sidecar_configs: &mut [SidecarConfig],
         warnings: &mut Vec<String>,
     ) -> Result<Plan, String> {
         let pspec = &pod["spec"];
@@ -489,16 +493,29 @@ impl Plan {
             )
             .collect();
         let credentials_volume = unique_name(CREDENTIALS_VOLUME, &volumes);
-        let source_volume = match spec.source {
-            Source::WebIdentity => Some(TOKEN_VOLUME),
-            Source::Secret => Some(SECRET_VOLUME),
-            Source::Ambient => None,
-        }
-        .map(|base| {
-            let mut taken = volumes.clone();
-            taken.insert(&credentials_volume);
-            unique_name(base, &taken)
-        });
+        let mut taken: BTreeSet<String> = volumes.iter().map(|v| (*v).to_owned()).collect();
+        taken.insert(credentials_volume.clone());
+        let mut take = |base: &str| {
+            let refs: BTreeSet<&str> = taken.iter().map(String::as_str).collect();
+            let name = unique_name(base, &refs);
+            taken.insert(name.clone());
+            name
+        };
+        let token_volume = spec
+            .profiles
+            .iter()
+            .any(|p| p.source == Source::WebIdentity)
+            .then(|| take(TOKEN_VOLUME));
+        let secret_volumes: Vec<(usize, String)> = spec
+            .profiles
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.source == Source::Secret)
+            .map(|(i, p)| match &p.suffix {
+                None => (i, take(SECRET_VOLUME)),
+                Some(name) => (i, take(&format!("{SECRET_VOLUME}-{name}"))),
+            })
+            .collect();
 
         // The pod's containers share one network namespace: move the health
         // port off a port a container declares.
@@ -514,11 +531,13 @@ impl Plan {
             warnings.push(format!(
                 "a container declares port {wanted}, the tempcreds sidecar's health port; the sidecar uses {health_port}"
             ));
-            sidecar_config.health_addr.set_port(health_port);
+            for c in sidecar_configs.iter_mut() {
+                c.health_addr.set_port(health_port);
+            }
         }
         // The endpoint listens on loopback, which all containers share: it
         // must not take a port an app binds (on any address) or the health port.
-        if let Some(addr) = sidecar_config.endpoint_addr.as_mut() {
+        if let Some(addr) = sidecar_configs[0].endpoint_addr.as_mut() {
             let wanted = addr.port();
             let mut taken = declared.clone();
             taken.insert(i64::from(health_port));
@@ -531,7 +550,11 @@ impl Plan {
                 addr.set_port(port);
             }
         }
-        let app_env = app_env(spec, delivery, sidecar_config);
+        let endpoint_addr = sidecar_configs[0].endpoint_addr;
+        for c in sidecar_configs.iter_mut() {
+            c.endpoint_addr = endpoint_addr;
+        }
+        let app_env = app_env(spec, delivery, &sidecar_configs[0]);
 
         for list in ["containers", "initContainers"] {
             for c in pspec[list].as_array().into_iter().flatten() {
@@ -576,7 +599,8 @@ impl Plan {
             init_sidecar,
             host_network,
             credentials_volume,
-            source_volume,
+            token_volume,
+            secret_volumes,
             app,
             init,
             health_port,
@@ -588,7 +612,7 @@ impl Plan {
         &self,
         pod: &mut Value,
         spec: &InjectionSpec,
-        sidecar_config: &SidecarConfig,
+        sidecar_configs: &[SidecarConfig],
         config: &ClusterConfig,
     ) {
         let Some(root) = pod.as_object_mut() else {
@@ -634,9 +658,22 @@ impl Plan {
             "name": self.credentials_volume,
             "emptyDir": {"medium": "Memory", "sizeLimit": config.volume_size_limit.0},
         }));
-        if let Some(name) = &self.source_volume {
-            match (&spec.source, &spec.secret) {
-                (Source::Secret, Some(secret)) => volumes.push(json!({
+        if let Some(name) = &self.token_volume {
+            volumes.push(json!({
+                "name": name,
+                "projected": {
+                    "defaultMode": SOURCE_FILE_MODE,
+                    "sources": [{"serviceAccountToken": {
+                        "audience": spec.token_audience,
+                        "expirationSeconds": spec.token_expiration_secs,
+                        "path": paths::TOKEN_FILE,
+                    }}],
+                },
+            }));
+        }
+        for (i, name) in &self.secret_volumes {
+            if let Some(secret) = &spec.profiles[*i].secret {
+                volumes.push(json!({
                     "name": name,
                     "secret": {
                         "secretName": secret.name,
@@ -646,22 +683,11 @@ impl Plan {
                             {"key": secret.secret_access_key_key, "path": paths::SECRET_ACCESS_KEY_FILE},
                         ],
                     },
-                })),
-                _ => volumes.push(json!({
-                    "name": name,
-                    "projected": {
-                        "defaultMode": SOURCE_FILE_MODE,
-                        "sources": [{"serviceAccountToken": {
-                            "audience": spec.token_audience,
-                            "expirationSeconds": spec.token_expiration_secs,
-                            "path": paths::TOKEN_FILE,
-                        }}],
-                    },
-                })),
+                }));
             }
         }
 
-        let sidecar = self.sidecar_container(spec, sidecar_config, config);
+        let sidecar = self.sidecar_container(spec, sidecar_configs, config);
         match &self.init_sidecar {
             None => array_at(pspec, "initContainers").insert(0, sidecar),
             Some(init_name) => {
@@ -703,23 +729,24 @@ impl Plan {
     fn sidecar_container(
         &self,
         spec: &InjectionSpec,
-        sidecar_config: &SidecarConfig,
+        sidecar_configs: &[SidecarConfig],
         config: &ClusterConfig,
     ) -> Value {
         let s = &config.sidecar;
+        // `run`'s own flags come first: after an `--and-profile` they
+        // would be that profile's.
         let mut args = vec!["run".to_owned()];
-        args.extend(sidecar_config.to_args());
         if self.host_network {
             args.push("--no-health-server".to_owned());
         }
+        args.extend(render_profiles(sidecar_configs));
         let mut mounts =
             vec![json!({"name": self.credentials_volume, "mountPath": paths::OUTPUT_DIR})];
-        if let Some(name) = &self.source_volume {
-            let dir = if spec.source == Source::Secret {
-                paths::SECRET_DIR
-            } else {
-                paths::TOKEN_DIR
-            };
+        if let Some(name) = &self.token_volume {
+            mounts.push(json!({"name": name, "mountPath": paths::TOKEN_DIR, "readOnly": true}));
+        }
+        for (i, name) in &self.secret_volumes {
+            let dir = spec.profiles[*i].secret_dir();
             mounts.push(json!({"name": name, "mountPath": dir, "readOnly": true}));
         }
         let probe = |path: &str, period: u32, failures: u32| {
@@ -829,8 +856,9 @@ fn app_env(
             in_volume(paths::CREDENTIALS_FILE),
         )),
     }
-    if spec.profile != "default" && delivery != Delivery::Endpoint {
-        env.push(("AWS_PROFILE", spec.profile.clone()));
+    let profile = &spec.default_profile().name;
+    if profile != "default" && delivery != Delivery::Endpoint {
+        env.push(("AWS_PROFILE", profile.clone()));
     }
     if let Some(region) = &sidecar_config.region {
         env.push(("AWS_REGION", region.clone()));

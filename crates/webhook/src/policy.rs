@@ -167,25 +167,35 @@ impl Policy {
         labels: &Labels,
     ) -> Result<(), String> {
         let mut problems = Vec::new();
-        if !self.allowed_sources.contains(&spec.source) {
-            problems.push(format!(
-                "{}={} is not allowed by the cluster's policy (policy.allowedSources: {})",
-                a::SOURCE,
-                spec.source,
-                join(self.allowed_sources.iter().map(ToString::to_string))
-            ));
-        }
-        if let Some(rules) = &self.roles {
-            let applicable: Vec<(usize, &RoleRule)> = rules
+        let applicable: Option<Vec<(usize, &RoleRule)>> = self.roles.as_ref().map(|rules| {
+            rules
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| r.applies_to(namespace, labels))
-                .collect();
-            let asked = spec
+                .collect()
+        });
+        for profile in &spec.profiles {
+            if !self.allowed_sources.contains(&profile.source) {
+                problems.push(format!(
+                    "{}={} is not allowed by the cluster's policy (policy.allowedSources: {})",
+                    profile.annotation(a::SOURCE),
+                    profile.source,
+                    join(self.allowed_sources.iter().map(ToString::to_string))
+                ));
+            }
+            let Some(applicable) = &applicable else {
+                continue;
+            };
+            let asked = profile
                 .role_arn
                 .iter()
-                .map(|r| (a::ROLE_ARN, r))
-                .chain(spec.chain_role_arns.iter().map(|r| (a::CHAIN_ROLE_ARNS, r)));
+                .map(|r| (profile.annotation(a::ROLE_ARN), r))
+                .chain(
+                    profile
+                        .chain_role_arns
+                        .iter()
+                        .map(|r| (profile.annotation(a::CHAIN_ROLE_ARNS), r)),
+                );
             for (annotation, arn) in asked {
                 let arn = arn.to_string();
                 let allowed = applicable

@@ -77,6 +77,8 @@ pub fn fake_jwt(subject: &str) -> String {
 pub struct World {
     pub tmp: tempfile::TempDir,
     pub out: PathBuf,
+    /// The health port of the sidecars [`World::sidecar`] builds.
+    pub health_port: u16,
 }
 
 impl World {
@@ -87,7 +89,11 @@ impl World {
         for empty in ["aws-config", "aws-credentials"] {
             std::fs::write(tmp.path().join(empty), "").unwrap();
         }
-        World { tmp, out }
+        World {
+            tmp,
+            out,
+            health_port: free_port(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -120,6 +126,9 @@ impl World {
             .arg("run")
             .arg("--output-dir")
             .arg(&self.out)
+            // Before `args`: after an `--and-profile` it would be refused.
+            .arg("--health-addr")
+            .arg(format!("127.0.0.1:{}", self.health_port))
             .args(args)
             .stdin(Stdio::null());
         cmd
@@ -163,13 +172,12 @@ impl World {
         }
     }
 
-    /// Starts `sidecar run` in the background with logs to a file.
+    /// Starts `cmd` (from [`World::sidecar`]) in the background with logs
+    /// to a file.
     pub fn spawn(&self, cmd: &mut Command) -> Running {
-        let health_port = free_port();
+        let health_port = self.health_port;
         let log = self.path("sidecar.log");
         let child = cmd
-            .arg("--health-addr")
-            .arg(format!("127.0.0.1:{health_port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -278,6 +286,29 @@ impl Drop for Running {
     }
 }
 
+/// `GET path` on 127.0.0.1:port with an optional Authorization header:
+/// the status and body.
+pub fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// The shortest time [`wait_until`] waits before failing.
 pub const WAIT_FLOOR: Duration = Duration::from_secs(300);
 
@@ -313,6 +344,16 @@ pub fn assert_no_secrets(text: &str, secrets: &[&str]) {
 /// Runs the AWS CLI's `sts get-caller-identity` with only the written files
 /// (`credentials` and, when given, a config file) and returns the ARN.
 pub fn aws_cli_caller_arn(moto: &Moto, credentials: &Path, config: Option<&Path>) -> String {
+    aws_cli_caller_arn_as(moto, credentials, config, None)
+}
+
+/// [`aws_cli_caller_arn`] with `--profile profile`.
+pub fn aws_cli_caller_arn_as(
+    moto: &Moto,
+    credentials: &Path,
+    config: Option<&Path>,
+    profile: Option<&str>,
+) -> String {
     let empty = credentials.with_file_name("empty-config-for-cli");
     std::fs::write(&empty, "").unwrap();
     let out = Command::new(tool("aws"))
@@ -331,6 +372,7 @@ pub fn aws_cli_caller_arn(moto: &Moto, credentials: &Path, config: Option<&Path>
             "text",
         ])
         .args(["--query", "Arn", "--endpoint-url", &moto.url()])
+        .args(profile.iter().flat_map(|p| ["--profile", p]))
         .output()
         .unwrap();
     assert!(
@@ -343,14 +385,28 @@ pub fn aws_cli_caller_arn(moto: &Moto, credentials: &Path, config: Option<&Path>
 
 /// boto3's `get_caller_identity()` ARN with only the written files.
 pub fn boto3_caller_arn(moto: &Moto, credentials: &Path, config: Option<&Path>) -> String {
+    boto3_caller_arn_as(moto, credentials, config, None)
+}
+
+/// [`boto3_caller_arn`] with `AWS_PROFILE=profile`.
+pub fn boto3_caller_arn_as(
+    moto: &Moto,
+    credentials: &Path,
+    config: Option<&Path>,
+    profile: Option<&str>,
+) -> String {
     let empty = credentials.with_file_name("empty-config-for-boto3");
     std::fs::write(&empty, "").unwrap();
-    let out = Command::new(tool("python"))
-        .env_clear()
+    let mut cmd = Command::new(tool("python"));
+    cmd.env_clear()
         .env("HOME", credentials.parent().unwrap())
         .env("AWS_SHARED_CREDENTIALS_FILE", credentials)
         .env("AWS_CONFIG_FILE", config.unwrap_or(&empty))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    if let Some(p) = profile {
+        cmd.env("AWS_PROFILE", p);
+    }
+    let out = cmd
         .args([
             "-c",
             "import boto3,sys; c=boto3.session.Session().client('sts', endpoint_url=sys.argv[1], \
