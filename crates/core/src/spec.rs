@@ -179,6 +179,12 @@ pub struct InjectionSpec {
     pub region: Option<String>,
     /// STS endpoint from the annotation (the cluster default applies otherwise).
     pub sts_endpoint: Option<String>,
+    /// `use-fips-endpoint` from the annotation (the cluster default applies
+    /// otherwise).
+    pub use_fips_endpoint: Option<bool>,
+    /// `use-dualstack-endpoint` from the annotation (the cluster default
+    /// applies otherwise).
+    pub use_dualstack_endpoint: Option<bool>,
     /// How long before expiry to refresh.
     pub refresh_before: Option<Duration>,
     /// Profile name in the credentials file.
@@ -219,6 +225,11 @@ pub struct ClusterDefaults {
     /// Whether a plain `http://` STS endpoint to a host that is not loopback
     /// is accepted (test clusters only).
     pub allow_http_sts_endpoint: bool,
+    /// Whether the sidecar calls STS's FIPS endpoint when no annotation says.
+    pub use_fips_endpoint: bool,
+    /// Whether the sidecar calls STS's dual-stack endpoint when no
+    /// annotation says.
+    pub use_dualstack_endpoint: bool,
     /// Port of the sidecar's health endpoints.
     pub health_port: u16,
     /// Delivery mode used when no annotation names one.
@@ -234,6 +245,8 @@ impl Default for ClusterDefaults {
             region: None,
             sts_endpoint: None,
             allow_http_sts_endpoint: false,
+            use_fips_endpoint: false,
+            use_dualstack_endpoint: false,
             health_port: paths::DEFAULT_HEALTH_PORT,
             delivery: Delivery::File,
             endpoint_port: paths::DEFAULT_ENDPOINT_PORT,
@@ -351,6 +364,18 @@ impl<'a> Parser<'a> {
             }
         }
         out
+    }
+
+    /// `"true"` or `"false"`, reporting anything else.
+    fn boolean(&mut self, annotation: &'static str) -> Option<bool> {
+        match self.raw(annotation)? {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                self.err(annotation, "accepted: \"true\" or \"false\"");
+                None
+            }
+        }
     }
 
     fn duration(&mut self, annotation: &'static str) -> Option<Duration> {
@@ -675,6 +700,8 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
 
     let region = p.raw(a::REGION).map(str::to_owned);
     let sts_endpoint = p.raw(a::STS_ENDPOINT).map(str::to_owned);
+    let use_fips_endpoint = p.boolean(a::USE_FIPS_ENDPOINT);
+    let use_dualstack_endpoint = p.boolean(a::USE_DUALSTACK_ENDPOINT);
     let refresh_before = p.duration(a::REFRESH_BEFORE);
     let profile = p.raw(a::PROFILE).unwrap_or("default").to_owned();
 
@@ -788,6 +815,8 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         session_tags_policy,
         region,
         sts_endpoint,
+        use_fips_endpoint,
+        use_dualstack_endpoint,
         refresh_before,
         profile,
         containers,
@@ -818,6 +847,8 @@ pub fn annotation_for_flag(flag: &str) -> Option<&'static str> {
         "transitive-tag-key" => a::TRANSITIVE_TAG_KEYS,
         "region" => a::REGION,
         "sts-endpoint" => a::STS_ENDPOINT,
+        "use-fips-endpoint" => a::USE_FIPS_ENDPOINT,
+        "use-dualstack-endpoint" => a::USE_DUALSTACK_ENDPOINT,
         "refresh-before" => a::REFRESH_BEFORE,
         "profile" => a::PROFILE,
         _ => return None,
@@ -914,6 +945,10 @@ impl InjectionSpec {
                     Err(StsUrlError::PlainHttp { .. })
                 )
             });
+        c.use_fips_endpoint = self.use_fips_endpoint.unwrap_or(defaults.use_fips_endpoint);
+        c.use_dualstack_endpoint = self
+            .use_dualstack_endpoint
+            .unwrap_or(defaults.use_dualstack_endpoint);
         c.profile = self.profile.clone();
         c.refresh_before = self.refresh_before;
         c.health_addr = SocketAddr::from(([0, 0, 0, 0], defaults.health_port));
@@ -1382,6 +1417,122 @@ mod tests {
         assert!(!c.allow_http_sts_endpoint);
         let c = s.sidecar_config(&ClusterDefaults::default(), POD);
         assert_eq!(s.check(&c, &pod, &none), Ok(vec![]));
+    }
+
+    #[test]
+    fn endpoint_variant_annotations_pod_over_service_account_over_cluster() {
+        let cluster = ClusterDefaults {
+            region: Some("us-east-1".into()),
+            use_fips_endpoint: true,
+            ..ClusterDefaults::default()
+        };
+        let config = |pod: &[(&str, &str)], sa: &[(&str, &str)], d: &ClusterDefaults| {
+            let c = spec(pod, sa).sidecar_config(d, POD);
+            (c.use_fips_endpoint, c.use_dualstack_endpoint)
+        };
+        let role = (a::ROLE_ARN, ROLE);
+        assert_eq!(config(&[role], &[], &cluster), (true, false));
+        assert_eq!(
+            config(&[role], &[], &ClusterDefaults::default()),
+            (false, false)
+        );
+        // An annotation "false" turns off the cluster's "true".
+        assert_eq!(
+            config(&[role, (a::USE_FIPS_ENDPOINT, "false")], &[], &cluster),
+            (false, false)
+        );
+        assert_eq!(
+            config(&[role], &[(a::USE_FIPS_ENDPOINT, "false")], &cluster),
+            (false, false)
+        );
+        // The pod's wins over its ServiceAccount's.
+        assert_eq!(
+            config(
+                &[role, (a::USE_DUALSTACK_ENDPOINT, "true")],
+                &[(a::USE_DUALSTACK_ENDPOINT, "false")],
+                &ClusterDefaults::default()
+            ),
+            (false, true)
+        );
+        assert_eq!(
+            config(
+                &[role, (a::USE_FIPS_ENDPOINT, " true ")],
+                &[(a::USE_DUALSTACK_ENDPOINT, "true")],
+                &ClusterDefaults::default()
+            ),
+            (true, true)
+        );
+        for value in ["yes", "True", "1", ""] {
+            for ann in [a::USE_FIPS_ENDPOINT, a::USE_DUALSTACK_ENDPOINT] {
+                let e = errors(&[role, (ann, value)], &[]);
+                assert_eq!(
+                    e,
+                    [format!(
+                        "annotation {ann}=\"{value}\": accepted: \"true\" or \"false\""
+                    )]
+                );
+            }
+        }
+        let e = errors(&[role], &[(a::USE_FIPS_ENDPOINT, "on")]);
+        assert_eq!(
+            e,
+            [
+                "annotation tempcreds.io/use-fips-endpoint=\"on\" (from the ServiceAccount): \
+              accepted: \"true\" or \"false\""
+            ]
+        );
+    }
+
+    #[test]
+    fn endpoint_variants_that_cannot_work_are_refused_under_the_annotation() {
+        for (pod, want) in [
+            (
+                vec![(a::REGION, "eu-west-1"), (a::USE_FIPS_ENDPOINT, "true")],
+                "annotation tempcreds.io/use-fips-endpoint=\"true\": STS has no FIPS endpoint in \
+                 tempcreds.io/region \"eu-west-1\" (partition aws); accepted: tempcreds.io/region one of \
+                 us-east-1, us-east-2, us-west-1, us-west-2, us-gov-east-1, us-gov-west-1",
+            ),
+            (
+                vec![(a::REGION, "cn-north-1"), (a::USE_FIPS_ENDPOINT, "true")],
+                "(partition aws-cn)",
+            ),
+            (
+                vec![
+                    (a::REGION, "us-isob-east-1"),
+                    (a::USE_DUALSTACK_ENDPOINT, "true"),
+                ],
+                "annotation tempcreds.io/use-dualstack-endpoint=\"true\": STS has no dual-stack endpoint \
+                 in tempcreds.io/region \"us-isob-east-1\" (partition aws-iso-b)",
+            ),
+            (
+                vec![
+                    (a::STS_ENDPOINT, "https://sts.example.com"),
+                    (a::USE_FIPS_ENDPOINT, "true"),
+                ],
+                "annotation tempcreds.io/use-fips-endpoint=\"true\": cannot be combined with \
+                 tempcreds.io/sts-endpoint \"https://sts.example.com\"",
+            ),
+        ] {
+            let mut pod = pod;
+            pod.push((a::ROLE_ARN, ROLE));
+            let errs = check_errors(&pod);
+            assert!(
+                errs.len() == 1 && errs[0].contains(want) && !errs[0].contains("--"),
+                "{pod:?}:\n{errs:#?}\nwanted {want}"
+            );
+        }
+        // The GovCloud FIPS endpoint is accepted.
+        let pod = ann(&[
+            (a::ROLE_ARN, "arn:aws-us-gov:iam::123456789012:role/app"),
+            (a::REGION, "us-gov-west-1"),
+            (a::USE_FIPS_ENDPOINT, "true"),
+        ]);
+        let Ok(Decision::Inject(s)) = resolve(&pod, &ann(&[])) else {
+            panic!()
+        };
+        let c = s.sidecar_config(&ClusterDefaults::default(), POD);
+        assert_eq!(s.check(&c, &pod, &ann(&[])), Ok(vec![]));
+        assert!(c.to_args().contains(&"--use-fips-endpoint".to_owned()));
     }
 
     proptest! {
