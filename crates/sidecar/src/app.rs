@@ -217,6 +217,7 @@ async fn async_run(config: SidecarConfig, args: Mode) -> ExitCode {
         chain_roles = config.chain_role_arns.len(),
         session_name = %config.effective_session_name(),
         endpoint = sts.endpoint(),
+        endpoint_kind = sts.endpoint_kind(),
         output_dir = %config.output_dir.display(),
         "starting"
     );

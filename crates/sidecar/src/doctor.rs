@@ -310,7 +310,8 @@ fn config_step(cfg: &SidecarConfig) -> Step {
             "session name {}, STS at {}",
             cfg.effective_session_name(),
             cfg.sts_endpoint.clone().unwrap_or_else(|| format!(
-                "the regional endpoint of {}",
+                "the {} endpoint of {}",
+                cfg.sts_variant(),
                 cfg.region.as_deref().unwrap_or("the SDK's region")
             ))
         ),
@@ -626,7 +627,11 @@ async fn sts_step(cfg: &SidecarConfig) -> (Step, Option<String>) {
             return (step, None);
         }
     };
-    step.title = format!("STS calls, one by one (at {})", sts.endpoint());
+    step.title = format!(
+        "STS calls, one by one (at {}, the {} endpoint)",
+        sts.endpoint(),
+        sts.endpoint_kind()
+    );
     let mut caller_arn = None;
     match sts.source_caller_identity().await {
         None => {}
