@@ -993,6 +993,16 @@ fn config_error_to_annotation(e: &ConfigError, merged: &Merged<'_>) -> Annotatio
     if annotation_for_flag(e.flag).is_none() {
         message = format!("sidecar option --{}: {message}", e.flag);
     }
+    let cluster_key = match e.flag {
+        "use-fips-endpoint" => Some("useFipsEndpoint"),
+        "use-dualstack-endpoint" => Some("useDualstackEndpoint"),
+        _ => None,
+    };
+    if let (None, Some(key)) = (&value, cluster_key) {
+        message = format!(
+            "{message} (the webhook config's {key} is true; {annotation}: \"false\" turns it off for this pod)"
+        );
+    }
     let message = bounded(message, value.as_deref());
     AnnotationError {
         annotation,
