@@ -177,6 +177,11 @@ fn bad_values_fail_with_the_schema_message() {
             "webhook.shutdownGraceSeconds=0",
             "/webhook/shutdownGraceSeconds",
         ),
+        ("defaults.useFipsEndpoint=yes", "/defaults/useFipsEndpoint"),
+        (
+            "defaults.useDualstackEndpoint=1",
+            "/defaults/useDualstackEndpoint",
+        ),
     ];
     for (set, needle) in cases {
         let out = helm(
@@ -566,6 +571,9 @@ fn every_option_group_renders_objects_the_api_server_and_the_webhook_accept() {
         &[
             "webhook.failurePolicy=Ignore",
             "webhook.objectSelector.matchLabels.team=a",
+            "defaults.region=us-east-1",
+            "defaults.useFipsEndpoint=true",
+            "defaults.useDualstackEndpoint=true",
         ],
     ];
     let work = tempfile::tempdir().unwrap();
@@ -646,6 +654,13 @@ fn every_option_group_renders_objects_the_api_server_and_the_webhook_accept() {
             &format!("tempcreds-webhook inject with the config of {sets:?}"),
         );
         assert!(text.contains("tempcreds.io/injected"), "{sets:?}: {text}");
+        if i == 2 {
+            assert!(
+                text.contains("- --use-fips-endpoint\n")
+                    && text.contains("- --use-dualstack-endpoint\n"),
+                "{sets:?}: {text}"
+            );
+        }
     }
     cp.kubectl(&["delete", "namespace", &ns, "--wait=false"])
         .unwrap();

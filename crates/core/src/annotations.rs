@@ -40,6 +40,11 @@ pub const SESSION_TAGS_POLICY: &str = "tempcreds.io/session-tags-policy";
 pub const REGION: &str = "tempcreds.io/region";
 /// Custom STS endpoint URL.
 pub const STS_ENDPOINT: &str = "tempcreds.io/sts-endpoint";
+/// `"true"`: the sidecar calls STS's FIPS endpoint (default `"false"`).
+pub const USE_FIPS_ENDPOINT: &str = "tempcreds.io/use-fips-endpoint";
+/// `"true"`: the sidecar calls STS's dual-stack (IPv4 and IPv6) endpoint
+/// (default `"false"`).
+pub const USE_DUALSTACK_ENDPOINT: &str = "tempcreds.io/use-dualstack-endpoint";
 /// How long before expiry to refresh.
 pub const REFRESH_BEFORE: &str = "tempcreds.io/refresh-before";
 /// Profile name in the credentials file.
@@ -76,6 +81,8 @@ pub const USER_ANNOTATIONS: &[&str] = &[
     SESSION_TAGS_POLICY,
     REGION,
     STS_ENDPOINT,
+    USE_FIPS_ENDPOINT,
+    USE_DUALSTACK_ENDPOINT,
     REFRESH_BEFORE,
     PROFILE,
     CONTAINERS,

@@ -20,6 +20,7 @@ use crate::sts::{
     SourceIdentity, StsCall,
 };
 use crate::sts_url::{StsUrlError, check_sts_url};
+use crate::sts_variant::{FLAG_NAMES, Setting, Variant, check_variant};
 
 /// Where the sidecar's first credentials come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, serde::Deserialize)]
@@ -284,6 +285,16 @@ pub struct SidecarConfig {
     #[arg(long, env = "TEMPCREDS_ALLOW_HTTP_STS_ENDPOINT")]
     pub allow_http_sts_endpoint: bool,
 
+    /// Call STS's FIPS endpoint, as the AWS SDK resolves it for the region
+    /// (us-east-1, us-east-2, us-west-1, us-west-2 and GovCloud only).
+    #[arg(long, env = "TEMPCREDS_USE_FIPS_ENDPOINT")]
+    pub use_fips_endpoint: bool,
+
+    /// Call STS's dual-stack (IPv4 and IPv6) endpoint, as the AWS SDK
+    /// resolves it for the region (IPv6-only clusters).
+    #[arg(long, env = "TEMPCREDS_USE_DUALSTACK_ENDPOINT")]
+    pub use_dualstack_endpoint: bool,
+
     /// Where the credential files are written.
     #[arg(long, env = "TEMPCREDS_OUTPUT_DIR", value_name = "DIR", default_value = paths::OUTPUT_DIR)]
     pub output_dir: PathBuf,
@@ -345,6 +356,8 @@ impl SidecarConfig {
             region: None,
             sts_endpoint: None,
             allow_http_sts_endpoint: false,
+            use_fips_endpoint: false,
+            use_dualstack_endpoint: false,
             output_dir: PathBuf::from(paths::OUTPUT_DIR),
             profile: "default".to_owned(),
             refresh_before: None,
@@ -352,6 +365,15 @@ impl SidecarConfig {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], paths::DEFAULT_HEALTH_PORT))),
             endpoint_addr: None,
+        }
+    }
+
+    /// The STS endpoint variant asked for (`--use-fips-endpoint`,
+    /// `--use-dualstack-endpoint`).
+    pub fn sts_variant(&self) -> Variant {
+        Variant {
+            fips: self.use_fips_endpoint,
+            dual_stack: self.use_dualstack_endpoint,
         }
     }
 
@@ -558,6 +580,17 @@ impl SidecarConfig {
             };
             err("sts-endpoint", format!("{} {e}{hint}", quoted(endpoint)));
         }
+        for e in check_variant(
+            self.sts_variant(),
+            self.region.as_deref(),
+            self.sts_endpoint.as_deref(),
+            &FLAG_NAMES,
+        ) {
+            match e.setting {
+                Setting::Fips => err("use-fips-endpoint", e.message),
+                Setting::DualStack => err("use-dualstack-endpoint", e.message),
+            }
+        }
         if let (Some(role), Some(region)) = (&self.role_arn, &self.region) {
             let want = crate::arn::Partition::of_region(region);
             if role.partition() != want {
@@ -713,6 +746,12 @@ impl SidecarConfig {
         if self.allow_http_sts_endpoint {
             args.push("--allow-http-sts-endpoint".to_owned());
         }
+        if self.use_fips_endpoint {
+            args.push("--use-fips-endpoint".to_owned());
+        }
+        if self.use_dualstack_endpoint {
+            args.push("--use-dualstack-endpoint".to_owned());
+        }
         args
     }
 }
@@ -727,10 +766,12 @@ pub const SIDECAR_WIDE_FLAGS: [&str; 4] = ["output-dir", "profile", "health-addr
 
 /// Flags an additional profile takes from the first profile's unless it sets
 /// them itself.
-pub const INHERITED_FLAGS: [&str; 4] = [
+pub const INHERITED_FLAGS: [&str; 6] = [
     "region",
     "sts-endpoint",
     "allow-http-sts-endpoint",
+    "use-fips-endpoint",
+    "use-dualstack-endpoint",
     "pod-name",
 ];
 
@@ -784,11 +825,12 @@ pub fn parse_additional(
                 line.trim_start_matches("error: ")
             ))
         };
-        let matches = profile_command().try_get_matches_from(&args[1..]).map_err(named)?;
+        let matches = profile_command()
+            .try_get_matches_from(&args[1..])
+            .map_err(named)?;
         let mut config = SidecarConfig::from_arg_matches(&matches).map_err(named)?;
-        let set = |id: &str| {
-            matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
-        };
+        let set =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
         let ids = |flag: &str| flag.replace('-', "_");
         if let Some(flag) = SIDECAR_WIDE_FLAGS.iter().find(|f| set(&ids(f))) {
             return Err(usage_error(format!(
@@ -815,6 +857,12 @@ pub fn parse_additional(
         if !set("allow_http_sts_endpoint") {
             config.allow_http_sts_endpoint = first.allow_http_sts_endpoint;
         }
+        if !set("use_fips_endpoint") {
+            config.use_fips_endpoint = first.use_fips_endpoint;
+        }
+        if !set("use_dualstack_endpoint") {
+            config.use_dualstack_endpoint = first.use_dualstack_endpoint;
+        }
         if !set("pod_name") {
             config.pod_name = first.pod_name.clone();
         }
@@ -833,7 +881,10 @@ fn profile_command() -> clap::Command {
 }
 
 fn usage_error(message: String) -> clap::Error {
-    clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{message}\n"))
+    clap::Error::raw(
+        clap::error::ErrorKind::ArgumentConflict,
+        format!("{message}\n"),
+    )
 }
 
 /// The sidecar's arguments (after `run` or `doctor`) for every profile:
@@ -859,6 +910,12 @@ pub fn render_profiles(configs: &[SidecarConfig]) -> Vec<String> {
         }
         if own.allow_http_sts_endpoint == first.allow_http_sts_endpoint {
             own.allow_http_sts_endpoint = false;
+        }
+        if own.use_fips_endpoint == first.use_fips_endpoint {
+            own.use_fips_endpoint = false;
+        }
+        if own.use_dualstack_endpoint == first.use_dualstack_endpoint {
+            own.use_dualstack_endpoint = false;
         }
         if own.pod_name == first.pod_name {
             own.pod_name = None;
@@ -915,7 +972,6 @@ mod tests {
         c
     }
 
-
     fn profile_args(args: &[&str]) -> Result<(SidecarConfig, Vec<SidecarConfig>), String> {
         let argv: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         let (head, rest) = split_profiles(argv);
@@ -936,21 +992,23 @@ mod tests {
         writer.token_file = Some("/t".into());
         writer.session_tags = vec!["note=--and-profile".parse().unwrap()];
         writer.profile = "writer".into();
-        for f in [&mut writer] {
-            f.output_dir = first.output_dir.clone();
-            f.health_addr = first.health_addr;
-            f.endpoint_addr = first.endpoint_addr;
-            f.region = first.region.clone();
-            f.sts_endpoint = first.sts_endpoint.clone();
-            f.allow_http_sts_endpoint = first.allow_http_sts_endpoint;
-            f.pod_name = first.pod_name.clone();
-        }
+        writer.output_dir = first.output_dir.clone();
+        writer.health_addr = first.health_addr;
+        writer.endpoint_addr = first.endpoint_addr;
+        writer.region = first.region.clone();
+        writer.sts_endpoint = first.sts_endpoint.clone();
+        writer.allow_http_sts_endpoint = first.allow_http_sts_endpoint;
+        writer.pod_name = first.pod_name.clone();
         let mut other_region = writer.clone();
         other_region.profile = "us".into();
         other_region.region = Some("us-east-1".into());
         let configs = vec![first.clone(), writer.clone(), other_region.clone()];
         let args = render_profiles(&configs);
-        assert_eq!(args.iter().filter(|a| *a == AND_PROFILE).count(), 2, "{args:?}");
+        assert_eq!(
+            args.iter().filter(|a| *a == AND_PROFILE).count(),
+            2,
+            "{args:?}"
+        );
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let (parsed_first, extra) = profile_args(&refs).unwrap();
         assert_eq!(parsed_first, first);
@@ -959,17 +1017,30 @@ mod tests {
 
     #[test]
     fn additional_profile_mistakes_name_the_profile() {
-        let base = ["--role-arn", "arn:aws:iam::123456789012:role/a", "--token-file", "/t"];
+        let base = [
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/a",
+            "--token-file",
+            "/t",
+        ];
         let with = |extra: &[&str]| {
             let mut v: Vec<&str> = base.to_vec();
             v.extend_from_slice(extra);
             profile_args(&v).unwrap_err()
         };
         let e = with(&["--and-profile", "w", "--output-dir", "/x"]);
-        assert!(e.contains("--and-profile w: --output-dir configures the whole sidecar"), "{e}");
+        assert!(
+            e.contains("--and-profile w: --output-dir configures the whole sidecar"),
+            "{e}"
+        );
         let e = with(&["--and-profile", "w", "--role-arn", "nope"]);
         assert!(e.contains("--and-profile w:") && e.contains("nope"), "{e}");
-        let e = with(&["--and-profile", "default", "--role-arn", "arn:aws:iam::123456789012:role/b"]);
+        let e = with(&[
+            "--and-profile",
+            "default",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/b",
+        ]);
         assert!(e.contains("given twice"), "{e}");
         let e = with(&["--and-profile"]);
         assert!(e.contains("needs a profile name"), "{e}");
@@ -981,7 +1052,27 @@ mod tests {
         // (the environment cannot be set here: the crate has no unsafe code).
         let first = <SidecarConfig as clap::Args>::augment_args(clap::Command::new("x"));
         assert!(first.get_arguments().any(|a| a.get_env().is_some()));
-        assert!(profile_command().get_arguments().all(|a| a.get_env().is_none()));
+        assert!(
+            profile_command()
+                .get_arguments()
+                .all(|a| a.get_env().is_none())
+        );
+    }
+
+    /// A web-identity configuration in `region` with the given variant.
+    fn variant(region: Option<&str>, fips: bool, dual_stack: bool) -> SidecarConfig {
+        let mut c = SidecarConfig::new(Source::WebIdentity);
+        let partition = crate::Partition::of_region(region.unwrap_or_default());
+        c.role_arn = Some(
+            format!("arn:{partition}:iam::123456789012:role/r")
+                .parse()
+                .unwrap(),
+        );
+        c.token_file = Some("/t".into());
+        c.region = region.map(str::to_owned);
+        c.use_fips_endpoint = fips;
+        c.use_dualstack_endpoint = dual_stack;
+        c
     }
 
     #[test]
@@ -990,8 +1081,113 @@ mod tests {
             full(),
             SidecarConfig::new(Source::WebIdentity),
             SidecarConfig::new(Source::Ambient),
+            variant(Some("us-east-1"), true, false),
+            variant(Some("eu-west-1"), false, true),
+            variant(None, true, true),
         ] {
             assert_eq!(parse(&c.to_args()).unwrap(), c);
+        }
+        let args = variant(Some("us-west-2"), true, true).to_args();
+        assert!(
+            args.ends_with(&[
+                "--use-fips-endpoint".to_owned(),
+                "--use-dualstack-endpoint".to_owned()
+            ]),
+            "{args:?}"
+        );
+        assert!(
+            !variant(Some("us-west-2"), false, false)
+                .to_args()
+                .iter()
+                .any(|a| a.contains("fips") || a.contains("dualstack"))
+        );
+    }
+
+    #[test]
+    fn endpoint_variants_are_checked_against_the_region_and_a_custom_endpoint() {
+        for (region, fips, dual_stack) in [
+            (Some("us-east-1"), true, false),
+            (Some("us-east-2"), true, true),
+            (Some("us-west-1"), true, false),
+            (Some("us-west-2"), true, true),
+            (Some("us-gov-west-1"), true, false),
+            (Some("us-gov-east-1"), false, true),
+            (Some("eu-west-1"), false, true),
+            (Some("cn-north-1"), false, true),
+            (None, true, true),
+        ] {
+            assert_eq!(
+                variant(region, fips, dual_stack).validate(),
+                Ok(vec![]),
+                "{region:?} fips {fips} dual-stack {dual_stack}"
+            );
+        }
+        for (region, fips, dual_stack, flag, needle) in [
+            (
+                "eu-west-1",
+                true,
+                false,
+                "use-fips-endpoint",
+                "STS has no FIPS endpoint in --region \"eu-west-1\" (partition aws); accepted: --region one of \
+                 us-east-1, us-east-2, us-west-1, us-west-2, us-gov-east-1, us-gov-west-1",
+            ),
+            (
+                "cn-northwest-1",
+                true,
+                false,
+                "use-fips-endpoint",
+                "--region \"cn-northwest-1\" (partition aws-cn)",
+            ),
+            (
+                "us-iso-east-1",
+                false,
+                true,
+                "use-dualstack-endpoint",
+                "STS has no dual-stack endpoint in --region \"us-iso-east-1\" (partition aws-iso)",
+            ),
+            (
+                "us-gov-east-1",
+                true,
+                true,
+                "use-fips-endpoint",
+                "together with --use-dualstack-endpoint",
+            ),
+        ] {
+            let errs = variant(Some(region), fips, dual_stack)
+                .validate()
+                .unwrap_err();
+            assert_eq!(errs.len(), 1, "{region}: {errs:?}");
+            assert_eq!(errs[0].flag, flag);
+            let text = errs[0].to_string();
+            assert!(
+                text.starts_with(&format!("--{flag}: ")) && text.contains(needle),
+                "{text}"
+            );
+        }
+        let mut c = variant(Some("us-east-1"), true, true);
+        c.sts_endpoint = Some("https://sts.example.com".into());
+        let errs = c.validate().unwrap_err();
+        let flags: Vec<_> = errs.iter().map(|e| e.flag).collect();
+        assert_eq!(flags, ["use-fips-endpoint", "use-dualstack-endpoint"]);
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("--use-fips-endpoint: cannot be combined with --sts-endpoint \"https://sts.example.com\""),
+            "{}",
+            errs[0]
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the region, `validate` answers with both variants on
+        /// and never panics; a region it accepts has a FIPS dual-stack STS
+        /// endpoint.
+        #[test]
+        fn variant_validation_never_panics(region in "\\PC{0,60}|[a-z]{2,5}(-[a-z0-9]{1,8}){1,3}-[0-9]{1,2}") {
+            let c = variant(Some(&region), true, true);
+            if c.validate().is_ok() {
+                proptest::prop_assert!(crate::sts_variant::has_fips_dual_stack(&region), "{}", region);
+            }
         }
     }
 

@@ -17,6 +17,7 @@ pub mod paths;
 pub mod spec;
 pub mod sts;
 pub mod sts_url;
+pub mod sts_variant;
 
 pub use arn::{Partition, PolicyArn, RoleArn};
 pub use config::{ConfigError, Delivery, SidecarConfig, Source};

@@ -228,6 +228,12 @@ pub struct InjectionSpec {
     pub region: Option<String>,
     /// STS endpoint from the annotation (the cluster default applies otherwise).
     pub sts_endpoint: Option<String>,
+    /// `use-fips-endpoint` from the annotation (the cluster default applies
+    /// otherwise).
+    pub use_fips_endpoint: Option<bool>,
+    /// `use-dualstack-endpoint` from the annotation (the cluster default
+    /// applies otherwise).
+    pub use_dualstack_endpoint: Option<bool>,
     /// Containers that get the volume and env (`None`: all).
     pub containers: Option<Vec<String>>,
     /// Containers that do not.
@@ -264,6 +270,11 @@ pub struct ClusterDefaults {
     /// Whether a plain `http://` STS endpoint to a host that is not loopback
     /// is accepted (test clusters only).
     pub allow_http_sts_endpoint: bool,
+    /// Whether the sidecar calls STS's FIPS endpoint when no annotation says.
+    pub use_fips_endpoint: bool,
+    /// Whether the sidecar calls STS's dual-stack endpoint when no
+    /// annotation says.
+    pub use_dualstack_endpoint: bool,
     /// Port of the sidecar's health endpoints.
     pub health_port: u16,
     /// Delivery mode used when no annotation names one.
@@ -279,6 +290,8 @@ impl Default for ClusterDefaults {
             region: None,
             sts_endpoint: None,
             allow_http_sts_endpoint: false,
+            use_fips_endpoint: false,
+            use_dualstack_endpoint: false,
             health_port: paths::DEFAULT_HEALTH_PORT,
             delivery: Delivery::File,
             endpoint_port: paths::DEFAULT_ENDPOINT_PORT,
@@ -376,7 +389,9 @@ impl<'a> Parser<'a> {
 
     /// The trimmed value, or `None` when absent.
     fn raw(&self, annotation: &'static str) -> Option<&'a str> {
-        self.merged.get(&self.name(annotation)).map(|(v, _)| v.trim())
+        self.merged
+            .get(&self.name(annotation))
+            .map(|(v, _)| v.trim())
     }
 
     /// Parses a single value with `FromStr`, reporting its error.
@@ -410,6 +425,18 @@ impl<'a> Parser<'a> {
             }
         }
         out
+    }
+
+    /// `"true"` or `"false"`, reporting anything else.
+    fn boolean(&mut self, annotation: &'static str) -> Option<bool> {
+        match self.raw(annotation)? {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                self.err(annotation, "accepted: \"true\" or \"false\"");
+                None
+            }
+        }
     }
 
     fn duration(&mut self, annotation: &'static str) -> Option<Duration> {
@@ -681,6 +708,8 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
 
     let region = p.raw(a::REGION).map(str::to_owned);
     let sts_endpoint = p.raw(a::STS_ENDPOINT).map(str::to_owned);
+    let use_fips_endpoint = p.boolean(a::USE_FIPS_ENDPOINT);
+    let use_dualstack_endpoint = p.boolean(a::USE_DUALSTACK_ENDPOINT);
 
     let containers: Option<Vec<String>> = p
         .raw(a::CONTAINERS)
@@ -784,6 +813,8 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         profiles,
         region,
         sts_endpoint,
+        use_fips_endpoint,
+        use_dualstack_endpoint,
         containers,
         skip_containers,
         token_audience,
@@ -1056,6 +1087,8 @@ pub fn annotation_for_flag(flag: &str) -> Option<&'static str> {
         "transitive-tag-key" => a::TRANSITIVE_TAG_KEYS,
         "region" => a::REGION,
         "sts-endpoint" => a::STS_ENDPOINT,
+        "use-fips-endpoint" => a::USE_FIPS_ENDPOINT,
+        "use-dualstack-endpoint" => a::USE_DUALSTACK_ENDPOINT,
         "refresh-before" => a::REFRESH_BEFORE,
         "profile" => a::PROFILE,
         _ => return None,
@@ -1187,6 +1220,10 @@ impl InjectionSpec {
                     Err(StsUrlError::PlainHttp { .. })
                 )
             });
+        c.use_fips_endpoint = self.use_fips_endpoint.unwrap_or(defaults.use_fips_endpoint);
+        c.use_dualstack_endpoint = self
+            .use_dualstack_endpoint
+            .unwrap_or(defaults.use_dualstack_endpoint);
         c.profile = profile.name.clone();
         c.refresh_before = profile.refresh_before;
         c.health_addr = SocketAddr::from(([0, 0, 0, 0], defaults.health_port));
@@ -1247,6 +1284,16 @@ fn config_error_to_annotation(
     if mapped.is_none() {
         message = format!("sidecar option --{}: {message}", e.flag);
     }
+    let cluster_key = match e.flag {
+        "use-fips-endpoint" => Some("useFipsEndpoint"),
+        "use-dualstack-endpoint" => Some("useDualstackEndpoint"),
+        _ => None,
+    };
+    if let (None, Some(key)) = (&value, cluster_key) {
+        message = format!(
+            "{message} (the webhook config's {key} is true; {annotation}: \"false\" turns it off for this pod)"
+        );
+    }
     let message = bounded(message, value.as_deref());
     AnnotationError {
         annotation,
@@ -1305,7 +1352,10 @@ mod tests {
         let s = spec(&[(a::INJECT, "true"), (a::SECRET_NAME, "keys")], &[]);
         assert_eq!(s.profiles[0].source, Source::Secret);
         assert!(s.profiles[0].role_arn.is_none());
-        assert_eq!(s.profiles[0].secret.as_ref().unwrap().access_key_id_key, "aws_access_key_id");
+        assert_eq!(
+            s.profiles[0].secret.as_ref().unwrap().access_key_id_key,
+            "aws_access_key_id"
+        );
     }
 
     #[test]
@@ -1395,7 +1445,9 @@ mod tests {
         let Ok(Decision::Inject(s)) = resolve(&pod, &none) else {
             panic!()
         };
-        let config = s.sidecar_configs(&ClusterDefaults::default(), POD).remove(0);
+        let config = s
+            .sidecar_configs(&ClusterDefaults::default(), POD)
+            .remove(0);
         let errs: Vec<String> = s
             .check(std::slice::from_ref(&config), &pod, &none)
             .unwrap_err()
@@ -1436,7 +1488,11 @@ mod tests {
         );
         assert_eq!(c.health_addr.port(), 9000);
         assert_eq!(
-            s.check(std::slice::from_ref(&c), &ann(&[(a::ROLE_ARN, ROLE)]), &ann(&[])),
+            s.check(
+                std::slice::from_ref(&c),
+                &ann(&[(a::ROLE_ARN, ROLE)]),
+                &ann(&[])
+            ),
             Ok(vec![])
         );
     }
@@ -1453,7 +1509,11 @@ mod tests {
         let c = s.sidecar_configs(&d, POD).remove(0);
         assert_eq!(c.endpoint_addr, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(
-            s.check(std::slice::from_ref(&c), &ann(&[(a::ROLE_ARN, ROLE)]), &ann(&[])),
+            s.check(
+                std::slice::from_ref(&c),
+                &ann(&[(a::ROLE_ARN, ROLE)]),
+                &ann(&[])
+            ),
             Ok(vec![])
         );
         let s = spec(&[(a::ROLE_ARN, ROLE), (a::DELIVERY, "process")], &[]);
@@ -1484,7 +1544,9 @@ mod tests {
             (a::TRANSITIVE_TAG_KEYS, "kubernetes-namespace"),
         ];
         let s = spec(&pod, &[]);
-        let c = s.sidecar_configs(&ClusterDefaults::default(), POD).remove(0);
+        let c = s
+            .sidecar_configs(&ClusterDefaults::default(), POD)
+            .remove(0);
         let tags: Vec<String> = c.session_tags.iter().map(ToString::to_string).collect();
         assert_eq!(
             tags,
@@ -1495,7 +1557,10 @@ mod tests {
             ]
         );
         assert_eq!(c.pod_name_tag_key.as_deref(), Some(TAG_KEY_POD_NAME));
-        assert_eq!(s.check(std::slice::from_ref(&c), &ann(&pod), &ann(&[])), Ok(vec![]));
+        assert_eq!(
+            s.check(std::slice::from_ref(&c), &ann(&pod), &ann(&[])),
+            Ok(vec![])
+        );
         // With web identity, tags go on the first chained AssumeRole.
         let s = spec(
             &[
@@ -1548,7 +1613,9 @@ mod tests {
             Err(e) => return e.iter().map(ToString::to_string).collect(),
             other => panic!("{other:?}"),
         };
-        let c = s.sidecar_configs(&ClusterDefaults::default(), POD).remove(0);
+        let c = s
+            .sidecar_configs(&ClusterDefaults::default(), POD)
+            .remove(0);
         match s.check(std::slice::from_ref(&c), &pod, &none) {
             Err(e) => e.iter().map(ToString::to_string).collect(),
             Ok(w) => panic!("accepted, warnings {w:?}"),
@@ -1669,8 +1736,131 @@ mod tests {
         };
         let c = s.sidecar_configs(&allow, POD).remove(0);
         assert!(!c.allow_http_sts_endpoint);
-        let c = s.sidecar_configs(&ClusterDefaults::default(), POD).remove(0);
+        let c = s
+            .sidecar_configs(&ClusterDefaults::default(), POD)
+            .remove(0);
         assert_eq!(s.check(std::slice::from_ref(&c), &pod, &none), Ok(vec![]));
+    }
+
+    #[test]
+    fn endpoint_variant_annotations_pod_over_service_account_over_cluster() {
+        let cluster = ClusterDefaults {
+            region: Some("us-east-1".into()),
+            use_fips_endpoint: true,
+            ..ClusterDefaults::default()
+        };
+        let config = |pod: &[(&str, &str)], sa: &[(&str, &str)], d: &ClusterDefaults| {
+            let c = spec(pod, sa).sidecar_configs(d, POD).remove(0);
+            (c.use_fips_endpoint, c.use_dualstack_endpoint)
+        };
+        let role = (a::ROLE_ARN, ROLE);
+        assert_eq!(config(&[role], &[], &cluster), (true, false));
+        assert_eq!(
+            config(&[role], &[], &ClusterDefaults::default()),
+            (false, false)
+        );
+        // An annotation "false" turns off the cluster's "true".
+        assert_eq!(
+            config(&[role, (a::USE_FIPS_ENDPOINT, "false")], &[], &cluster),
+            (false, false)
+        );
+        assert_eq!(
+            config(&[role], &[(a::USE_FIPS_ENDPOINT, "false")], &cluster),
+            (false, false)
+        );
+        // The pod's wins over its ServiceAccount's.
+        assert_eq!(
+            config(
+                &[role, (a::USE_DUALSTACK_ENDPOINT, "true")],
+                &[(a::USE_DUALSTACK_ENDPOINT, "false")],
+                &ClusterDefaults::default()
+            ),
+            (false, true)
+        );
+        assert_eq!(
+            config(
+                &[role, (a::USE_FIPS_ENDPOINT, " true ")],
+                &[(a::USE_DUALSTACK_ENDPOINT, "true")],
+                &ClusterDefaults::default()
+            ),
+            (true, true)
+        );
+        for value in ["yes", "True", "1", ""] {
+            for ann in [a::USE_FIPS_ENDPOINT, a::USE_DUALSTACK_ENDPOINT] {
+                let e = errors(&[role, (ann, value)], &[]);
+                assert_eq!(
+                    e,
+                    [format!(
+                        "annotation {ann}=\"{value}\": accepted: \"true\" or \"false\""
+                    )]
+                );
+            }
+        }
+        let e = errors(&[role], &[(a::USE_FIPS_ENDPOINT, "on")]);
+        assert_eq!(
+            e,
+            [
+                "annotation tempcreds.io/use-fips-endpoint=\"on\" (from the ServiceAccount): \
+              accepted: \"true\" or \"false\""
+            ]
+        );
+    }
+
+    #[test]
+    fn endpoint_variants_that_cannot_work_are_refused_under_the_annotation() {
+        for (pod, want) in [
+            (
+                vec![(a::REGION, "eu-west-1"), (a::USE_FIPS_ENDPOINT, "true")],
+                "annotation tempcreds.io/use-fips-endpoint=\"true\": STS has no FIPS endpoint in \
+                 tempcreds.io/region \"eu-west-1\" (partition aws); accepted: tempcreds.io/region one of \
+                 us-east-1, us-east-2, us-west-1, us-west-2, us-gov-east-1, us-gov-west-1",
+            ),
+            (
+                vec![(a::REGION, "cn-north-1"), (a::USE_FIPS_ENDPOINT, "true")],
+                "(partition aws-cn)",
+            ),
+            (
+                vec![
+                    (a::REGION, "us-isob-east-1"),
+                    (a::USE_DUALSTACK_ENDPOINT, "true"),
+                ],
+                "annotation tempcreds.io/use-dualstack-endpoint=\"true\": STS has no dual-stack endpoint \
+                 in tempcreds.io/region \"us-isob-east-1\" (partition aws-iso-b)",
+            ),
+            (
+                vec![
+                    (a::STS_ENDPOINT, "https://sts.example.com"),
+                    (a::USE_FIPS_ENDPOINT, "true"),
+                ],
+                "annotation tempcreds.io/use-fips-endpoint=\"true\": cannot be combined with \
+                 tempcreds.io/sts-endpoint \"https://sts.example.com\"",
+            ),
+        ] {
+            let mut pod = pod;
+            pod.push((a::ROLE_ARN, ROLE));
+            let errs = check_errors(&pod);
+            assert!(
+                errs.len() == 1 && errs[0].contains(want) && !errs[0].contains("--"),
+                "{pod:?}:\n{errs:#?}\nwanted {want}"
+            );
+        }
+        // The GovCloud FIPS endpoint is accepted.
+        let pod = ann(&[
+            (a::ROLE_ARN, "arn:aws-us-gov:iam::123456789012:role/app"),
+            (a::REGION, "us-gov-west-1"),
+            (a::USE_FIPS_ENDPOINT, "true"),
+        ]);
+        let Ok(Decision::Inject(s)) = resolve(&pod, &ann(&[])) else {
+            panic!()
+        };
+        let c = s
+            .sidecar_configs(&ClusterDefaults::default(), POD)
+            .remove(0);
+        assert_eq!(
+            s.check(std::slice::from_ref(&c), &pod, &ann(&[])),
+            Ok(vec![])
+        );
+        assert!(c.to_args().contains(&"--use-fips-endpoint".to_owned()));
     }
 
     proptest! {
@@ -1701,7 +1891,6 @@ mod tests {
         }
     }
 
-
     const WRITER: &str = "arn:aws:iam::210987654321:role/writer";
 
     #[test]
@@ -1722,7 +1911,10 @@ mod tests {
         assert_eq!(names, ["default", "audit", "writer"]);
         let writer = &s.profiles[2];
         assert_eq!(writer.suffix.as_deref(), Some("writer"));
-        assert_eq!(writer.role_arn.as_ref().map(ToString::to_string).as_deref(), Some(WRITER));
+        assert_eq!(
+            writer.role_arn.as_ref().map(ToString::to_string).as_deref(),
+            Some(WRITER)
+        );
         assert_eq!(writer.session_duration, Some(Duration::from_secs(900)));
         assert_eq!(writer.refresh_before, Some(Duration::from_secs(300)));
         assert_eq!(writer.source, Source::WebIdentity);
@@ -1733,14 +1925,23 @@ mod tests {
         let configs = s.sidecar_configs(&ClusterDefaults::default(), POD);
         assert_eq!(
             configs[1].access_key_id_file.as_deref(),
-            Some(std::path::Path::new("/var/run/secrets/tempcreds/aws-keys-audit/aws_access_key_id"))
+            Some(std::path::Path::new(
+                "/var/run/secrets/tempcreds/aws-keys-audit/aws_access_key_id"
+            ))
         );
-        assert_eq!(configs[2].region.as_deref(), Some("eu-west-1"), "the region is the pod's");
+        assert_eq!(
+            configs[2].region.as_deref(),
+            Some("eu-west-1"),
+            "the region is the pod's"
+        );
         assert_eq!(configs[2].profile, "writer");
         // The sidecar's warnings name the profile's annotation.
         let warnings = s.check(&configs, &ann(&[]), &ann(&[])).unwrap();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].starts_with("tempcreds.io/refresh-before.writer 5m: "), "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("tempcreds.io/refresh-before.writer 5m: "),
+            "{warnings:?}"
+        );
     }
 
     #[test]
@@ -1771,13 +1972,23 @@ mod tests {
         }
         // A bad value is reported under the suffixed annotation.
         let e = errors(
-            &[(a::ROLE_ARN, ROLE), ("tempcreds.io/role-arn.writer", "nope")],
+            &[
+                (a::ROLE_ARN, ROLE),
+                ("tempcreds.io/role-arn.writer", "nope"),
+            ],
             &[],
         );
-        assert!(e[0].starts_with("annotation tempcreds.io/role-arn.writer=\"nope\": "), "{e:?}");
+        assert!(
+            e[0].starts_with("annotation tempcreds.io/role-arn.writer=\"nope\": "),
+            "{e:?}"
+        );
         // The default profile's name cannot be taken twice.
         let e = errors(
-            &[(a::ROLE_ARN, ROLE), (a::PROFILE, "writer"), ("tempcreds.io/role-arn.writer", WRITER)],
+            &[
+                (a::ROLE_ARN, ROLE),
+                (a::PROFILE, "writer"),
+                ("tempcreds.io/role-arn.writer", WRITER),
+            ],
             &[],
         );
         assert!(e[0].contains("the default profile's name"), "{e:?}");
@@ -1787,7 +1998,8 @@ mod tests {
         let many: Vec<(String, String)> = (0..=MAX_ADDITIONAL_PROFILES)
             .map(|i| (format!("tempcreds.io/role-arn.p{i}"), WRITER.to_owned()))
             .collect();
-        let mut pairs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut pairs: Vec<(&str, &str)> =
+            many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         pairs.push((a::ROLE_ARN, ROLE));
         let e = errors(&pairs, &[]);
         assert!(e[0].contains("at most 8"), "{e:?}");

@@ -28,7 +28,9 @@ fn admitted(pod: &[(&str, &str)]) -> Option<SidecarConfig> {
         namespace: "team-a",
         service_account: "app",
     };
-    let config = spec.sidecar_configs(&ClusterDefaults::default(), pod_ref).remove(0);
+    let config = spec
+        .sidecar_configs(&ClusterDefaults::default(), pod_ref)
+        .remove(0);
     spec.check(std::slice::from_ref(&config), &pod, &sa).ok()?;
     Some(config)
 }

@@ -250,6 +250,7 @@ async fn async_run(configs: Vec<SidecarConfig>, args: Mode) -> ExitCode {
             chain_roles = config.chain_role_arns.len(),
             session_name = %config.effective_session_name(),
             endpoint = sts.endpoint(),
+            endpoint_kind = sts.endpoint_kind(),
             output_dir = %config.output_dir.display(),
             "starting"
         );
@@ -279,8 +280,7 @@ async fn async_run(configs: Vec<SidecarConfig>, args: Mode) -> ExitCode {
             let stop = until_stopped();
             let span = tracing::info_span!("profile", profile = %p.config.profile);
             tasks.spawn(
-                async move { run_once(&mut p.refresher, args.retry, stop).await }
-                    .instrument(span),
+                async move { run_once(&mut p.refresher, args.retry, stop).await }.instrument(span),
             );
         }
         tokio::pin!(shutdown);
@@ -378,7 +378,8 @@ fn adopt(p: &mut Profile) {
                 next_refresh_secs = due.saturating_duration_since(Instant::now()).as_secs(),
                 "serving the credentials a previous run wrote; they are fresh, so STS is not called yet"
             );
-            p.readiness.written(refresh::expiry_instant(creds.expiration));
+            p.readiness
+                .written(refresh::expiry_instant(creds.expiration));
             p.refresher.output.adopt(&creds);
             p.refresher.latest().set(creds);
             p.first_due = due;

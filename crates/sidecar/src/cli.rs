@@ -27,7 +27,8 @@ pub struct Cli {
 const AND_PROFILE_HELP: &str = "Additional profiles: after the flags above, \
 `--and-profile NAME FLAGS...` once per profile. FLAGS are that profile's own (--source, --role-arn, \
 --chain-role-arn, session and tag flags, --refresh-before, ...; no TEMPCREDS_* variables); it takes \
---region, --sts-endpoint, --allow-http-sts-endpoint and --pod-name from the first profile unless it \
+--region, --sts-endpoint, --allow-http-sts-endpoint, --use-fips-endpoint, --use-dualstack-endpoint and \
+--pod-name from the first profile unless it \
 sets them, and shares --output-dir, --health-addr and --endpoint-addr. Each profile is refreshed on \
 its own schedule into its own section of the credentials and config files, and served at \
 /v1/credentials/NAME by the endpoint.";

@@ -283,7 +283,10 @@ pub fn run(args: DoctorArgs) -> ExitCode {
                     v
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&named).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&named).unwrap_or_default()
+            );
         }
     }
     if reports.iter().all(|r| r.ok) {
@@ -351,7 +354,8 @@ fn config_step(cfg: &SidecarConfig) -> Step {
             "session name {}, STS at {}",
             cfg.effective_session_name(),
             cfg.sts_endpoint.clone().unwrap_or_else(|| format!(
-                "the regional endpoint of {}",
+                "the {} endpoint of {}",
+                cfg.sts_variant(),
                 cfg.region.as_deref().unwrap_or("the SDK's region")
             ))
         ),
@@ -667,7 +671,11 @@ async fn sts_step(cfg: &SidecarConfig) -> (Step, Option<String>) {
             return (step, None);
         }
     };
-    step.title = format!("STS calls, one by one (at {})", sts.endpoint());
+    step.title = format!(
+        "STS calls, one by one (at {}, the {} endpoint)",
+        sts.endpoint(),
+        sts.endpoint_kind()
+    );
     let mut caller_arn = None;
     match sts.source_caller_identity().await {
         None => {}

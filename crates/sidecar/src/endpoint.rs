@@ -219,7 +219,10 @@ mod tests {
     async fn answers_only_with_the_token_and_only_valid_credentials() {
         let token = Token::generate().unwrap();
         let latest = Latest::default();
-        let router = router(token.clone(), vec![(paths::ENDPOINT_PATH.to_owned(), latest.clone())]);
+        let router = router(
+            token.clone(),
+            vec![(paths::ENDPOINT_PATH.to_owned(), latest.clone())],
+        );
         let good = token.0.expose().to_owned();
 
         assert_eq!(get(&router, None).await.0, StatusCode::UNAUTHORIZED);

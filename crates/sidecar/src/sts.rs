@@ -25,9 +25,11 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_sts::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::types::{PolicyDescriptorType, Tag};
+use tempcreds_core::sts_variant::{FLAG_NAMES, Setting, Variant, check_variant};
 use tempcreds_core::{Credentials, RoleArn, SecretString, SidecarConfig, Source};
 use time::OffsetDateTime;
 
@@ -49,6 +51,38 @@ pub enum SetupError {
          set --region (regional STS endpoints are used)"
     )]
     NoRegion,
+    /// The AWS SDK's endpoint resolver gave no STS endpoint for the region
+    /// and variant.
+    #[error(
+        "{flag}: the AWS SDK resolves no {variant} STS endpoint for region {region:?} ({detail}); \
+         check --region, --use-fips-endpoint and --use-dualstack-endpoint"
+    )]
+    Resolve {
+        /// The flag of the variant asked for (`--region` for the regional
+        /// endpoint).
+        flag: &'static str,
+        /// The variant asked for.
+        variant: Variant,
+        /// The region, from `--region` or the SDK's region chain.
+        region: String,
+        /// The resolver's error.
+        detail: String,
+    },
+    /// The region came from the SDK's region chain and STS has no endpoint
+    /// of the variant asked for there (the checks of
+    /// [`SidecarConfig::validate`], applied to that region).
+    #[error(
+        "--{flag}: {message}, where the region comes from the SDK's region chain (AWS_REGION, the AWS \
+         config file or instance metadata; the SDK would call {endpoint}, which AWS does not publish)"
+    )]
+    Variant {
+        /// The flag at fault, without dashes.
+        flag: &'static str,
+        /// What is wrong and what is accepted.
+        message: String,
+        /// The URL the SDK's resolver gives.
+        endpoint: String,
+    },
 }
 
 /// One refresh attempt failed.
@@ -210,6 +244,8 @@ pub struct Sts {
     config: SidecarConfig,
     sdk: aws_config::SdkConfig,
     endpoint: String,
+    /// The variant the SDK uses (`None`: a custom endpoint).
+    variant: Option<Variant>,
     metrics: Option<Metrics>,
 }
 
@@ -224,8 +260,11 @@ impl fmt::Debug for Sts {
 
 impl Sts {
     /// Loads the SDK configuration: the region (`--region`, else the SDK's
-    /// region chain), the endpoint (`--sts-endpoint`, else regional STS), and
-    /// for `--source ambient` the default credential chain.
+    /// region chain), the endpoint (`--sts-endpoint`, else regional STS, or
+    /// its FIPS or dual-stack variant with `--use-fips-endpoint`,
+    /// `--use-dualstack-endpoint`: the SDK's own settings, whose URL its
+    /// endpoint resolver chooses), and for `--source ambient` the default
+    /// credential chain.
     pub async fn new(config: &SidecarConfig) -> Result<Sts, SetupError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::disabled())
@@ -241,19 +280,52 @@ impl Sts {
         if let Some(endpoint) = &config.sts_endpoint {
             loader = loader.endpoint_url(endpoint);
         }
+        if config.use_fips_endpoint {
+            loader = loader.use_fips(true);
+        }
+        if config.use_dualstack_endpoint {
+            loader = loader.use_dual_stack(true);
+        }
         if config.source != Source::Ambient {
             loader = loader.no_credentials();
         }
         let sdk = loader.load().await;
         let region = sdk.region().ok_or(SetupError::NoRegion)?.to_string();
-        let endpoint = sdk
-            .endpoint_url()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("the regional STS endpoint of {region}"));
+        if let Some(url) = sdk.endpoint_url() {
+            return Ok(Sts {
+                config: config.clone(),
+                endpoint: url.to_owned(),
+                variant: None,
+                sdk,
+                metrics: None,
+            });
+        }
+        // The SDK's own settings, which may also come from its environment
+        // (AWS_USE_FIPS_ENDPOINT, AWS_USE_DUALSTACK_ENDPOINT).
+        let variant = Variant {
+            fips: sdk.use_fips().unwrap_or(false),
+            dual_stack: sdk.use_dual_stack().unwrap_or(false),
+        };
+        let endpoint = resolve_endpoint(&region, variant).await?;
+        if config.region.is_none()
+            && let Some(e) = check_variant(variant, Some(&region), None, &FLAG_NAMES)
+                .into_iter()
+                .next()
+        {
+            return Err(SetupError::Variant {
+                flag: match e.setting {
+                    Setting::Fips => "use-fips-endpoint",
+                    Setting::DualStack => "use-dualstack-endpoint",
+                },
+                message: e.message,
+                endpoint,
+            });
+        }
         Ok(Sts {
             config: config.clone(),
             sdk,
             endpoint,
+            variant: Some(variant),
             metrics: None,
         })
     }
@@ -271,9 +343,16 @@ impl Sts {
         }
     }
 
-    /// Where the calls go, for messages.
+    /// Where the calls go: the `--sts-endpoint` URL, else the URL the AWS
+    /// SDK's endpoint resolver gives for the region and variant.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// What kind of endpoint [`Sts::endpoint`] is: `custom` (`--sts-endpoint`),
+    /// `regional`, `FIPS`, `dual-stack` or `FIPS dual-stack`.
+    pub fn endpoint_kind(&self) -> &'static str {
+        self.variant.map_or("custom", Variant::describe)
     }
 
     /// Runs one call chain and returns the final credentials.
@@ -677,6 +756,36 @@ impl Sts {
     }
 }
 
+/// The STS endpoint URL the AWS SDK's own resolver gives for `region` and
+/// `variant` (what the client built from the same settings calls).
+pub async fn resolve_endpoint(region: &str, variant: Variant) -> Result<String, SetupError> {
+    let failed = |detail: String| {
+        let flag = match (variant.fips, variant.dual_stack) {
+            (true, _) => "--use-fips-endpoint",
+            (false, true) => "--use-dualstack-endpoint",
+            (false, false) => "--region",
+        };
+        SetupError::Resolve {
+            flag,
+            variant,
+            region: region.to_owned(),
+            detail,
+        }
+    };
+    let params = Params::builder()
+        .region(region)
+        .use_fips(variant.fips)
+        .use_dual_stack(variant.dual_stack)
+        .use_global_endpoint(false)
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    DefaultResolver::new()
+        .resolve_endpoint(&params)
+        .await
+        .map(|endpoint| endpoint.url().to_owned())
+        .map_err(|e| failed(aws_sdk_sts::error::DisplayErrorContext(&*e).to_string()))
+}
+
 /// The text of the first `<name>` element in `xml`, if any.
 fn xml_element(xml: &str, name: &str) -> Option<String> {
     let open = format!("<{name}>");
@@ -889,6 +998,115 @@ impl Secrets for Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(region: Option<&str>, fips: bool, dual_stack: bool) -> SidecarConfig {
+        let mut c = SidecarConfig::new(Source::WebIdentity);
+        c.region = region.map(str::to_owned);
+        c.use_fips_endpoint = fips;
+        c.use_dualstack_endpoint = dual_stack;
+        c
+    }
+
+    /// The URLs as AWS publishes them: the regional and FIPS hosts in
+    /// botocore's endpoints.json (service sts: the `fips` variants of
+    /// us-east-1 and us-gov-west-1) and the IAM User Guide's "AWS STS
+    /// Regions and endpoints"; the dual-stack hosts in its "Dual-stack
+    /// endpoint support" (`sts.REGION.api.aws`, `sts-fips.REGION.api.aws`
+    /// in commercial regions, `api.amazonwebservices.com.cn` in China).
+    #[tokio::test]
+    async fn the_sdk_resolves_the_variant_asked_for() {
+        for (region, fips, dual_stack, url, kind) in [
+            (
+                "eu-west-1",
+                false,
+                false,
+                "https://sts.eu-west-1.amazonaws.com",
+                "regional",
+            ),
+            (
+                "us-east-1",
+                true,
+                false,
+                "https://sts-fips.us-east-1.amazonaws.com",
+                "FIPS",
+            ),
+            (
+                "us-west-2",
+                true,
+                false,
+                "https://sts-fips.us-west-2.amazonaws.com",
+                "FIPS",
+            ),
+            (
+                "us-east-1",
+                false,
+                true,
+                "https://sts.us-east-1.api.aws",
+                "dual-stack",
+            ),
+            (
+                "us-east-1",
+                true,
+                true,
+                "https://sts-fips.us-east-1.api.aws",
+                "FIPS dual-stack",
+            ),
+            (
+                "us-gov-west-1",
+                true,
+                false,
+                "https://sts.us-gov-west-1.amazonaws.com",
+                "FIPS",
+            ),
+            (
+                "cn-north-1",
+                false,
+                true,
+                "https://sts.cn-north-1.api.amazonwebservices.com.cn",
+                "dual-stack",
+            ),
+        ] {
+            let sts = Sts::new(&config(Some(region), fips, dual_stack))
+                .await
+                .unwrap();
+            assert_eq!(
+                sts.endpoint(),
+                url,
+                "{region} fips {fips} dual-stack {dual_stack}"
+            );
+            assert_eq!(sts.endpoint_kind(), kind);
+        }
+        let mut custom = config(Some("us-east-1"), false, false);
+        custom.sts_endpoint = Some("http://127.0.0.1:5000".into());
+        let sts = Sts::new(&custom).await.unwrap();
+        assert_eq!(
+            (sts.endpoint(), sts.endpoint_kind()),
+            ("http://127.0.0.1:5000", "custom")
+        );
+    }
+
+    #[tokio::test]
+    async fn resolver_errors_name_the_flag_and_region() {
+        // The SDK's partition data gives every partition FIPS and
+        // dual-stack endpoints, so it refuses only what is no host label;
+        // its reason is kept, with the flag.
+        let e = resolve_endpoint(
+            "not a region",
+            Variant {
+                fips: true,
+                dual_stack: false,
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "--use-fips-endpoint: the AWS SDK resolves no FIPS STS endpoint for region \"not a region\""
+            ) && e.contains("must be a valid host label"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn error_code_and_message_are_read_from_unusual_shapes() {

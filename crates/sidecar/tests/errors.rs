@@ -161,6 +161,84 @@ fn invalid_flags_exit_64_naming_the_flag_and_value() {
     }
 }
 
+/// FIPS and dual-stack endpoints where STS has none exit 64 before any
+/// call, from the flags, their environment variables, or a region from the
+/// SDK's region chain (AWS_REGION).
+#[test]
+fn endpoint_variants_without_an_sts_endpoint_exit_64() {
+    let w = World::new();
+    let role = [
+        "--source",
+        "ambient",
+        "--role-arn",
+        "arn:aws:iam::123456789012:role/x",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        role.iter().chain(extra).map(|s| (*s).to_owned()).collect()
+    };
+    let out = w.once(&with(&["--region", "eu-west-1", "--use-fips-endpoint"]));
+    assert_fails(
+        &w,
+        &out,
+        64,
+        &[
+            "--use-fips-endpoint: STS has no FIPS endpoint in --region",
+            "eu-west-1",
+            "(partition aws); accepted: --region one of us-east-1, us-east-2, us-west-1, us-west-2, \
+             us-gov-east-1, us-gov-west-1",
+        ],
+    );
+    let out = w.once(&with(&[
+        "--region",
+        "us-east-1",
+        "--use-dualstack-endpoint",
+        "--sts-endpoint",
+        "http://127.0.0.1:9",
+    ]));
+    assert_fails(
+        &w,
+        &out,
+        64,
+        &[
+            "--use-dualstack-endpoint: cannot be combined with --sts-endpoint",
+            "http://127.0.0.1:9",
+        ],
+    );
+    let out = w.once_with(
+        w.sidecar(&with(&["--region", "us-isof-south-1"]))
+            .arg("--once")
+            .env("TEMPCREDS_USE_DUALSTACK_ENDPOINT", "true"),
+    );
+    assert_fails(
+        &w,
+        &out,
+        64,
+        &[
+            "--use-dualstack-endpoint: STS has no dual-stack endpoint in --region",
+            "us-isof-south-1",
+            "(partition aws-iso-f)",
+        ],
+    );
+    // No --region: the SDK's region chain names one, and the same rule
+    // applies to it, with the URL the SDK would have called.
+    let out = w.once_with(
+        w.sidecar(&with(&["--use-fips-endpoint"]))
+            .arg("--once")
+            .env("AWS_REGION", "ap-southeast-2"),
+    );
+    assert_fails(
+        &w,
+        &out,
+        64,
+        &[
+            "--use-fips-endpoint: STS has no FIPS endpoint in --region",
+            "ap-southeast-2",
+            "where the region comes from the SDK's region chain",
+            "the SDK would call https://sts-fips.ap-southeast-2.amazonaws.com, which AWS does not publish",
+        ],
+    );
+}
+
 #[test]
 fn an_unreachable_endpoint_explains_the_likely_cause() {
     let w = World::new();

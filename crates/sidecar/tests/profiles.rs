@@ -22,7 +22,8 @@ fn sections(text: &str) -> BTreeMap<String, String> {
     for line in text.lines() {
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             current = Some(name.to_owned());
-        } else if let (Some(name), Some(id)) = (&current, line.strip_prefix("aws_access_key_id = ")) {
+        } else if let (Some(name), Some(id)) = (&current, line.strip_prefix("aws_access_key_id = "))
+        {
             out.insert(name.clone(), id.to_owned());
         }
     }
@@ -36,8 +37,12 @@ fn each_profile_gets_its_own_chain_section_and_endpoint_path() {
     let token = w.token(&fake_jwt("system:serviceaccount:team-a:app"));
     let token_file = token.path("token").display().to_string();
     let keys = w.keys(LONG_TERM_ID, LONG_TERM_SECRET);
-    let (reader, writer, writer_next, audit) =
-        (role("reader"), role("writer"), role("writer-next"), role("audit"));
+    let (reader, writer, writer_next, audit) = (
+        role("reader"),
+        role("writer"),
+        role("writer-next"),
+        role("audit"),
+    );
     let mut args = web_identity_args(&reader, &token_file, &moto.url());
     args.extend(
         [
@@ -154,7 +159,11 @@ fn each_profile_gets_its_own_chain_section_and_endpoint_path() {
         let (status, body) = http_get(port, path, Some(&token));
         assert_eq!(status, 200, "{path}: {body}");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(json["AccessKeyId"].as_str(), Some(ids[profile].as_str()), "{path}");
+        assert_eq!(
+            json["AccessKeyId"].as_str(),
+            Some(ids[profile].as_str()),
+            "{path}"
+        );
     }
     let (status, _) = http_get(port, "/v1/credentials/nobody", Some(&token));
     assert_eq!(status, 404);
@@ -186,17 +195,24 @@ fn a_failing_profile_never_holds_back_the_others() {
         .map(str::to_owned),
     );
     let sidecar = w.spawn(&mut w.sidecar(&args));
-    wait_until("the first profile's credentials", std::time::Duration::from_secs(60), || {
-        sections(&std::fs::read_to_string(w.out.join("credentials")).unwrap_or_default())
-            .contains_key("default")
-    });
-    wait_until("a failed attempt of the second profile", std::time::Duration::from_secs(60), || {
-        sidecar.logs().contains("refreshing credentials failed")
-    });
+    wait_until(
+        "the first profile's credentials",
+        std::time::Duration::from_secs(60),
+        || {
+            sections(&std::fs::read_to_string(w.out.join("credentials")).unwrap_or_default())
+                .contains_key("default")
+        },
+    );
+    wait_until(
+        "a failed attempt of the second profile",
+        std::time::Duration::from_secs(60),
+        || sidecar.logs().contains("refreshing credentials failed"),
+    );
     let logs = sidecar.logs();
     assert!(
         logs.lines()
-            .any(|l| l.contains("refreshing credentials failed") && l.contains("\"profile\":\"keys\"")),
+            .any(|l| l.contains("refreshing credentials failed")
+                && l.contains("\"profile\":\"keys\"")),
         "the failure names its profile:\n{logs}"
     );
     assert_eq!(moto.actions(), ["AssumeRoleWithWebIdentity"]);
@@ -216,9 +232,11 @@ fn a_failing_profile_never_holds_back_the_others() {
             ("aws_secret_access_key", LONG_TERM_SECRET),
         ],
     );
-    wait_until("both profiles written", std::time::Duration::from_secs(60), || {
-        sections(&w.credentials()).len() == 2
-    });
+    wait_until(
+        "both profiles written",
+        std::time::Duration::from_secs(60),
+        || sections(&w.credentials()).len() == 2,
+    );
     wait_until("ready", std::time::Duration::from_secs(60), || {
         sidecar.probe("/readyz") == Some(200)
     });

@@ -16,8 +16,18 @@ use tempcreds_core::config::{is_region, quoted};
 use tempcreds_core::paths;
 use tempcreds_core::spec::ClusterDefaults;
 use tempcreds_core::sts_url::{StsUrlError, check_sts_url};
+use tempcreds_core::sts_variant::{Names, Setting, Variant, check_variant};
 
 use crate::policy::Policy;
+
+/// The names of the endpoint-variant settings in this file, for
+/// [`check_variant`]'s messages.
+const CONFIG_NAMES: Names = Names {
+    fips: "useFipsEndpoint",
+    dual_stack: "useDualstackEndpoint",
+    region: "region",
+    sts_endpoint: "stsEndpoint",
+};
 
 /// The default `sizeLimit` of the shared in-memory volume.
 pub const DEFAULT_VOLUME_SIZE_LIMIT: &str = "1Mi";
@@ -41,6 +51,15 @@ pub struct ClusterConfig {
     /// then cross the network unencrypted.
     #[serde(default)]
     pub allow_http_sts_endpoint: bool,
+    /// Sidecars call STS's FIPS endpoint when neither the pod nor its
+    /// ServiceAccount says (`tempcreds.io/use-fips-endpoint`).
+    #[serde(default)]
+    pub use_fips_endpoint: bool,
+    /// Sidecars call STS's dual-stack (IPv4 and IPv6) endpoint when neither
+    /// the pod nor its ServiceAccount says
+    /// (`tempcreds.io/use-dualstack-endpoint`).
+    #[serde(default)]
+    pub use_dualstack_endpoint: bool,
     /// `sizeLimit` of the memory-backed volume holding the credentials.
     #[serde(default = "default_volume_size_limit")]
     pub volume_size_limit: Quantity,
@@ -223,6 +242,8 @@ impl ClusterConfig {
             region: None,
             sts_endpoint: None,
             allow_http_sts_endpoint: false,
+            use_fips_endpoint: false,
+            use_dualstack_endpoint: false,
             volume_size_limit: default_volume_size_limit(),
             delivery: Delivery::default(),
             policy: Policy::default(),
@@ -319,6 +340,22 @@ impl ClusterConfig {
             };
             errors.push(format!("stsEndpoint: {} {e}{hint}", quoted(endpoint)));
         }
+        let variant = Variant {
+            fips: self.use_fips_endpoint,
+            dual_stack: self.use_dualstack_endpoint,
+        };
+        for e in check_variant(
+            variant,
+            self.region.as_deref(),
+            self.sts_endpoint.as_deref(),
+            &CONFIG_NAMES,
+        ) {
+            let key = match e.setting {
+                Setting::Fips => CONFIG_NAMES.fips,
+                Setting::DualStack => CONFIG_NAMES.dual_stack,
+            };
+            errors.push(format!("{key}: true: {}", e.message));
+        }
         errors.extend(self.policy.validate());
         if errors.is_empty() {
             Ok(())
@@ -333,6 +370,8 @@ impl ClusterConfig {
             region: self.region.clone(),
             sts_endpoint: self.sts_endpoint.clone(),
             allow_http_sts_endpoint: self.allow_http_sts_endpoint,
+            use_fips_endpoint: self.use_fips_endpoint,
+            use_dualstack_endpoint: self.use_dualstack_endpoint,
             health_port: self.sidecar.health_port,
             delivery: self.delivery,
             endpoint_port: self.sidecar.endpoint_port,
@@ -412,6 +451,55 @@ region: "eu-west-1"
             .unwrap_err()
             .to_string();
         assert!(e.contains("sidecar.endpointPort"), "{e}");
+    }
+
+    #[test]
+    fn endpoint_variant_defaults_that_cannot_work_are_refused_naming_the_key() {
+        let c = ClusterConfig::from_yaml(
+            "sidecar: {image: x}\nregion: us-gov-west-1\nuseFipsEndpoint: true",
+        )
+        .unwrap();
+        let d = c.defaults();
+        assert!(d.use_fips_endpoint && !d.use_dualstack_endpoint);
+        let c = ClusterConfig::from_yaml(
+            "sidecar: {image: x}\nuseFipsEndpoint: true\nuseDualstackEndpoint: true",
+        )
+        .unwrap();
+        assert!(c.defaults().use_dualstack_endpoint);
+        for (yaml, want) in [
+            (
+                "region: eu-central-1\nuseFipsEndpoint: true",
+                "invalid config: useFipsEndpoint: true: STS has no FIPS endpoint in region \"eu-central-1\" \
+                 (partition aws); accepted: region one of us-east-1, us-east-2, us-west-1, us-west-2, \
+                 us-gov-east-1, us-gov-west-1",
+            ),
+            (
+                "stsEndpoint: https://sts.example.com\nuseDualstackEndpoint: true",
+                "invalid config: useDualstackEndpoint: true: cannot be combined with stsEndpoint \
+                 \"https://sts.example.com\": a custom endpoint replaces the one useDualstackEndpoint \
+                 selects; accepted: one of the two (for a FIPS or dual-stack VPC endpoint, its URL in \
+                 stsEndpoint alone)",
+            ),
+            (
+                "region: us-iso-west-1\nuseDualstackEndpoint: true",
+                "invalid config: useDualstackEndpoint: true: STS has no dual-stack endpoint in region \
+                 \"us-iso-west-1\" (partition aws-iso)",
+            ),
+        ] {
+            let e = ClusterConfig::from_yaml(&format!("sidecar: {{image: x}}\n{yaml}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
+        let e = ClusterConfig::from_yaml("sidecar: {image: x}\nuseFipsEndpoint: yes please")
+            .unwrap_err();
+        let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        assert!(
+            chain.contains(
+                "useFipsEndpoint: invalid type: string \"yes please\", expected a boolean"
+            ),
+            "{chain}"
+        );
     }
 
     /// Issue 12: the cluster default took any http:// URL and any run of

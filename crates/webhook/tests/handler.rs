@@ -304,3 +304,76 @@ async fn metrics_are_openmetrics_for_prometheus_and_text_for_others() {
         assert!(!text.contains("# EOF"), "{text}");
     }
 }
+
+/// The sidecar's args in the answer's patch applied to `input`.
+fn sidecar_args(response: &Value, input: &Value) -> Vec<String> {
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().expect("a patch"))
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut out = input.clone();
+    json_patch::patch(&mut out, &patch).unwrap();
+    serde_json::from_value(out["spec"]["initContainers"][0]["args"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn fips_and_dual_stack_from_the_cluster_default_and_annotations() {
+    let state = state();
+    let mut config =
+        ClusterConfig::from_yaml("sidecar: {image: img}\nregion: us-west-2\nuseFipsEndpoint: true")
+            .unwrap();
+    state.config.store(Arc::new(config.clone()));
+
+    // The cluster's FIPS default, plus the pod's dual-stack.
+    let input = pod(
+        json!({"tempcreds.io/role-arn": ROLE, "tempcreds.io/use-dualstack-endpoint": "true"}),
+        "default",
+    );
+    let response = answer(&state, review("v-1", "CREATE", input.clone())).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let args = sidecar_args(&response, &input);
+    assert!(
+        args.ends_with(&[
+            "--use-fips-endpoint".to_owned(),
+            "--use-dualstack-endpoint".to_owned()
+        ]),
+        "{args:?}"
+    );
+
+    // The pod's "false" turns the cluster's "true" off.
+    let input = pod(
+        json!({"tempcreds.io/role-arn": ROLE, "tempcreds.io/use-fips-endpoint": "false"}),
+        "default",
+    );
+    let response = answer(&state, review("v-2", "CREATE", input.clone())).await;
+    let args = sidecar_args(&response, &input);
+    assert!(!args.iter().any(|a| a.starts_with("--use-")), "{args:?}");
+
+    // Where STS has no FIPS endpoint: denied, naming the annotation, its
+    // value and the regions accepted.
+    config.use_fips_endpoint = false;
+    state.config.store(Arc::new(config));
+    let input = pod(
+        json!({"tempcreds.io/role-arn": ROLE, "tempcreds.io/region": "sa-east-1",
+               "tempcreds.io/use-fips-endpoint": "true"}),
+        "default",
+    );
+    let response = answer(&state, review("v-3", "CREATE", input)).await;
+    assert_eq!(response["uid"], "v-3");
+    assert_eq!(response["allowed"], false);
+    assert_eq!(
+        response["status"]["message"],
+        "tempcreds: annotation tempcreds.io/use-fips-endpoint=\"true\": STS has no FIPS endpoint in \
+         tempcreds.io/region \"sa-east-1\" (partition aws); accepted: tempcreds.io/region one of \
+         us-east-1, us-east-2, us-west-1, us-west-2, us-gov-east-1, us-gov-west-1"
+    );
+    let input = pod(
+        json!({"tempcreds.io/role-arn": ROLE, "tempcreds.io/use-dualstack-endpoint": "maybe"}),
+        "default",
+    );
+    let response = answer(&state, review("v-4", "CREATE", input)).await;
+    assert_eq!(
+        response["status"]["message"],
+        "tempcreds: annotation tempcreds.io/use-dualstack-endpoint=\"maybe\": accepted: \"true\" or \"false\""
+    );
+}
