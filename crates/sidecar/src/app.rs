@@ -230,7 +230,9 @@ async fn async_run(config: SidecarConfig, args: Mode) -> ExitCode {
     let readiness = Readiness::default();
     // Served on the health listener; without it (`--no-health-server`)
     // nobody reads them, so nothing is recorded.
-    let metrics = args.health_server.then(|| Metrics::new(readiness.clone()));
+    let metrics = args
+        .health_server
+        .then(|| Metrics::new(readiness.clone(), &config.profile));
     let mut refresher = StsRefresh::new(sts, output, &config);
     if let Some(m) = &metrics {
         refresher = refresher.with_metrics(m.clone());

@@ -5,20 +5,26 @@
 //!
 //! | metric | type | meaning |
 //! |---|---|---|
-//! | `tempcreds_sidecar_refreshes_total` | counter | refreshes that fetched and wrote credentials |
-//! | `tempcreds_sidecar_refresh_failures_total{kind}` | counter | refresh attempts that failed, by [`FailureKind`] |
-//! | `tempcreds_sidecar_credentials_expires_in_seconds` | gauge | seconds until the credentials written (or adopted) expire, computed at each scrape; negative once expired; absent until some are written |
+//! | `tempcreds_sidecar_refreshes_total{profile}` | counter | refreshes that fetched and wrote credentials |
+//! | `tempcreds_sidecar_refresh_failures_total{profile,kind}` | counter | refresh attempts that failed, by [`FailureKind`] |
+//! | `tempcreds_sidecar_credentials_expires_in_seconds{profile}` | gauge | seconds until the credentials written (or adopted) expire, computed at each scrape; negative once expired; absent until some are written |
+//! | `tempcreds_sidecar_last_refresh_timestamp_seconds{profile}` | gauge | Unix time of the last refresh that wrote credentials; absent until one did (adopting a previous run's credentials at start is not one) |
 //! | `tempcreds_sidecar_sts_request_duration_seconds{action}` | histogram | time of each STS call, answered or not, by STS action |
 //!
-//! Label values come only from fixed sets (the failure kinds, the STS action
-//! names), never from input: no access key ID, role or session name, token or
-//! secret can appear in the output. Recording is a few atomic operations and
+//! `profile` is the credentials' profile name (`--profile`), which
+//! [`tempcreds_core::config::is_profile_name`] limits to letters, digits,
+//! `-`, `_` and `.`; the other label values come only from fixed sets (the
+//! failure kinds, the STS action names), never from input: no access key ID,
+//! role or session name, token or secret can appear in the output.
+//! `tempcreds-sidecar status` ([`crate::status`]) reads these back. Recording is a few atomic operations and
 //! one short lock for the histogram; encoding and its format are the
 //! `prometheus-client` crate's ([`Exposition`] picks OpenMetrics or the
 //! Prometheus text format from the `Accept` header).
 
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -129,6 +135,7 @@ struct Inner {
     refreshes: Counter,
     /// `tempcreds_sidecar_refresh_failures_total` by `FailureKind as usize`.
     failures: [Counter; FailureKind::ALL.len()],
+    last_refresh: LastRefresh,
     sts_calls: Family<Label, Histogram, fn() -> Histogram>,
 }
 
@@ -162,13 +169,56 @@ impl Collector for ExpiresIn {
     }
 }
 
+/// `tempcreds_sidecar_last_refresh_timestamp_seconds`: the Unix time of
+/// the last refresh that wrote credentials, as `f64` bits (0: none yet, and
+/// then the gauge is absent).
+#[derive(Debug, Clone, Default)]
+struct LastRefresh(Arc<AtomicU64>);
+
+impl LastRefresh {
+    fn set_now(&self) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.0.store(now.to_bits(), Ordering::Relaxed);
+    }
+}
+
+impl Collector for LastRefresh {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let bits = self.0.load(Ordering::Relaxed);
+        if bits == 0 {
+            return Ok(());
+        }
+        let gauge = ConstGauge::new(f64::from_bits(bits));
+        let metric = encoder.encode_descriptor(
+            "tempcreds_sidecar_last_refresh_timestamp",
+            "Unix time of the last refresh that fetched credentials from STS and wrote them.",
+            Some(&Unit::Seconds),
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
+
 impl Metrics {
-    /// Metrics whose expiry gauge reads `readiness`, the latch the refresh
+    /// Metrics of the credentials of profile `profile` (the `profile`
+    /// label), whose expiry gauge reads `readiness`, the latch the refresh
     /// loop sets with each written credentials' expiry.
-    pub fn new(readiness: Readiness) -> Metrics {
+    pub fn new(readiness: Readiness, profile: &str) -> Metrics {
         let mut registry = Registry::default();
+        let sts_calls = Family::new_with_constructor(sts_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "tempcreds_sidecar_sts_request_duration",
+            "Time of each STS call, answered or not, by STS action",
+            Unit::Seconds,
+            sts_calls.clone(),
+        );
+        // Every metric of the credentials themselves carries their profile.
+        let registry_of_profile = registry
+            .sub_registry_with_label((Cow::Borrowed("profile"), Cow::Owned(profile.to_owned())));
         let refreshes = Counter::default();
-        registry.register(
+        registry_of_profile.register(
             "tempcreds_sidecar_refreshes",
             "Refreshes that fetched credentials from STS and wrote them",
             refreshes.clone(),
@@ -178,30 +228,27 @@ impl Metrics {
         // need no first failure, and its counter is kept for recording.
         let failures =
             FailureKind::ALL.map(|k| by_kind.get_or_create_owned(&[("kind", k.as_str())]));
-        registry.register(
+        registry_of_profile.register(
             "tempcreds_sidecar_refresh_failures",
             "Refresh attempts that failed, by kind; the last good credentials stay and the attempt is retried",
             by_kind,
         );
-        registry.register_collector(Box::new(ExpiresIn(readiness)));
-        let sts_calls = Family::new_with_constructor(sts_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "tempcreds_sidecar_sts_request_duration",
-            "Time of each STS call, answered or not, by STS action",
-            Unit::Seconds,
-            sts_calls.clone(),
-        );
+        registry_of_profile.register_collector(Box::new(ExpiresIn(readiness)));
+        let last_refresh = LastRefresh::default();
+        registry_of_profile.register_collector(Box::new(last_refresh.clone()));
         Metrics(Arc::new(Inner {
             registry,
             refreshes,
             failures,
+            last_refresh,
             sts_calls,
         }))
     }
 
-    /// Records a refresh that wrote credentials.
+    /// Records a refresh that wrote credentials, now.
     pub fn refreshed(&self) {
         self.0.refreshes.inc();
+        self.0.last_refresh.set_now();
     }
 
     /// Records a failed refresh attempt.
@@ -256,22 +303,26 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn counts_failures_by_kind_and_computes_expiry_at_scrape_time() {
         let readiness = Readiness::default();
-        let m = Metrics::new(readiness.clone());
+        let m = Metrics::new(readiness.clone(), "default");
         let text = m.encode(Exposition::PrometheusText);
         assert!(
-            text.contains("tempcreds_sidecar_refreshes_total 0"),
+            text.contains("tempcreds_sidecar_refreshes_total{profile=\"default\"} 0"),
             "{text}"
         );
         for kind in FailureKind::ALL {
             let series = format!(
-                "tempcreds_sidecar_refresh_failures_total{{kind=\"{}\"}} 0",
+                "tempcreds_sidecar_refresh_failures_total{{profile=\"default\",kind=\"{}\"}} 0",
                 kind.as_str()
             );
             assert!(text.contains(&series), "{text}");
         }
         assert!(
-            !text.contains("expires_in_seconds "),
+            !text.contains("expires_in_seconds{"),
             "nothing written yet: {text}"
+        );
+        assert!(
+            !text.contains("last_refresh_timestamp_seconds{"),
+            "nothing refreshed yet: {text}"
         );
 
         readiness.written(Instant::now() + Duration::from_secs(900));
@@ -282,17 +333,35 @@ mod tests {
         tokio::time::advance(Duration::from_secs(100)).await;
         let text = m.encode(Exposition::PrometheusText);
         assert!(
-            text.contains("tempcreds_sidecar_refreshes_total 1"),
+            text.contains("tempcreds_sidecar_refreshes_total{profile=\"default\"} 1"),
             "{text}"
         );
         assert!(
-            text.contains("tempcreds_sidecar_refresh_failures_total{kind=\"sts_unreachable\"} 2"),
+            text.contains(
+                "tempcreds_sidecar_refresh_failures_total{profile=\"default\",kind=\"sts_unreachable\"} 2"
+            ),
             "{text}"
         );
         assert_eq!(
-            line(&text, "tempcreds_sidecar_credentials_expires_in_seconds "),
-            Some("tempcreds_sidecar_credentials_expires_in_seconds 800.0"),
+            line(&text, "tempcreds_sidecar_credentials_expires_in_seconds{"),
+            Some("tempcreds_sidecar_credentials_expires_in_seconds{profile=\"default\"} 800.0"),
             "{text}"
+        );
+        let unix_now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let last = line(&text, "tempcreds_sidecar_last_refresh_timestamp_seconds{")
+            .and_then(|l| {
+                l.strip_prefix(
+                    "tempcreds_sidecar_last_refresh_timestamp_seconds{profile=\"default\"} ",
+                )
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no last refresh gauge: {text}"));
+        assert!(
+            (unix_now - 60.0..=unix_now).contains(&last),
+            "{last} {unix_now}"
         );
         assert!(
             text.contains(
@@ -310,8 +379,8 @@ mod tests {
         tokio::time::advance(Duration::from_secs(810)).await;
         let open = m.encode(Exposition::OpenMetrics);
         assert_eq!(
-            line(&open, "tempcreds_sidecar_credentials_expires_in_seconds "),
-            Some("tempcreds_sidecar_credentials_expires_in_seconds -10.0"),
+            line(&open, "tempcreds_sidecar_credentials_expires_in_seconds{"),
+            Some("tempcreds_sidecar_credentials_expires_in_seconds{profile=\"default\"} -10.0"),
             "{open}"
         );
         assert!(open.contains("# UNIT tempcreds_sidecar_credentials_expires_in_seconds seconds"));
