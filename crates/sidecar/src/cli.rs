@@ -1,5 +1,6 @@
 //! The command line: `tempcreds-sidecar run [FLAGS] [--once [--retry]]`,
-//! `tempcreds-sidecar doctor [FLAGS] [--output text|json]` and
+//! `tempcreds-sidecar doctor [FLAGS] [--output text|json]`,
+//! `tempcreds-sidecar status [FLAGS] [--output text|json]` and
 //! `tempcreds-sidecar probe [--output-dir DIR]`.
 //!
 //! The flags are [`SidecarConfig`], shared with the webhook, which renders
@@ -35,6 +36,30 @@ pub enum Command {
     /// expired, 1 otherwise: the exec probe of pods without a health
     /// listener (`hostNetwork: true`). Reads the files only; calls nothing.
     Probe(ProbeArgs),
+    /// Show each profile's credentials as the running sidecar reports them
+    /// on `/metrics` (`--health-addr`): role, time left, last refresh,
+    /// failures. Exit 0 when every profile has valid credentials, 1
+    /// otherwise, 64 for bad flags.
+    Status(StatusArgs),
+}
+
+/// `status`'s arguments: `run`'s configuration (to find the health
+/// listener and name the profiles), and how to report.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The configuration of the running sidecar, as given to `run`.
+    #[command(flatten)]
+    pub config: SidecarConfig,
+
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// The credentials profiles a configuration keeps, each as the
+/// configuration of that profile.
+pub fn profiles_of(config: &SidecarConfig) -> Vec<&SidecarConfig> {
+    vec![config]
 }
 
 /// `probe`'s arguments.
@@ -50,7 +75,7 @@ pub struct ProbeArgs {
     pub output_dir: PathBuf,
 }
 
-/// `doctor`'s report format.
+/// The report format of `doctor` and `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum OutputFormat {
     /// For people.
@@ -202,6 +227,30 @@ mod tests {
             panic!("not probe")
         };
         assert_eq!(args.output_dir, PathBuf::from("/var/run/tempcreds"));
+    }
+
+    #[test]
+    fn status_takes_the_shared_flags_and_an_output_format() {
+        let cli = Cli::try_parse_from([
+            "tempcreds-sidecar",
+            "status",
+            "--source",
+            "secret",
+            "--health-addr",
+            "0.0.0.0:9000",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        let Command::Status(args) = cli.command else {
+            panic!("not status")
+        };
+        assert_eq!(args.output, OutputFormat::Json);
+        assert_eq!(args.config.health_addr.port(), 9000);
+        assert_eq!(profiles_of(&args.config), [&args.config]);
+        // `run`-only flags are refused.
+        let err = Cli::try_parse_from(["tempcreds-sidecar", "status", "--once"]).unwrap_err();
+        assert!(err.to_string().contains("--once"), "{err}");
     }
 
     #[test]

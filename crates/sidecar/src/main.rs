@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tempcreds_sidecar::cli::{Cli, Command};
-use tempcreds_sidecar::{app, doctor, logging, probe};
+use tempcreds_sidecar::{app, doctor, logging, probe, status};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -23,5 +23,6 @@ fn main() -> ExitCode {
         Command::Run(args) => app::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Probe(args) => probe::run(args),
+        Command::Status(args) => status::run(args),
     }
 }
