@@ -9,7 +9,8 @@
 #   make tools   only install the test tools
 #   make build   debug build of both binaries
 #   make release release build of both binaries (target/release/tempcreds-webhook,
-#                target/release-sidecar/tempcreds-sidecar)
+#                target/release-sidecar/tempcreds-sidecar) and of the kubectl
+#                plugin (target/release/kubectl-tempcreds)
 #   make images  the two container images as OCI/Docker archives in
 #                target/images (release build, no container engine needed)
 #   make bench   speed and footprint figures, written to bench/results.md
@@ -55,7 +56,7 @@ build:
 
 # The sidecar is built for size (profile release-sidecar, see Cargo.toml).
 release:
-	$(CARGO) build --release --locked -p tempcreds-webhook --bins
+	$(CARGO) build --release --locked -p tempcreds-webhook -p kubectl-tempcreds --bins
 	$(CARGO) build --profile release-sidecar --locked -p tempcreds-sidecar --bins
 
 # ghcr.io/tempcreds/tempcreds-{sidecar,webhook}:VERSION written from files by

@@ -1,8 +1,8 @@
 //! The workspace's own binaries, built on first use.
 //!
 //! Integration tests inside a crate get `CARGO_BIN_EXE_*`; these end-to-end
-//! tests drive both binaries, so they build them once per test process with
-//! the same cargo that runs the tests.
+//! tests drive the binaries (and the kubectl plugin), so they build them
+//! once per test process with the same cargo that runs the tests.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,8 +21,8 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Path of the debug build of `tempcreds-webhook` or `tempcreds-sidecar`,
-/// building both the first time it is asked for.
+/// Path of the debug build of `tempcreds-webhook`, `tempcreds-sidecar` or
+/// `kubectl-tempcreds`, building all three the first time one is asked for.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -36,6 +36,8 @@ pub fn bin(name: &str) -> PathBuf {
                 "tempcreds-webhook",
                 "--bin",
                 "tempcreds-sidecar",
+                "--bin",
+                "kubectl-tempcreds",
             ])
             .status()
             .expect("run cargo build");

@@ -5,7 +5,8 @@
 //! Service with the chart's RBAC, and its self-managed certificate in the
 //! Secret and the caBundle. Then what an operator lives through: a webhook
 //! pod deleted, a `helm upgrade`, a certificate renewal, `helm uninstall` —
-//! each while pods are created in a loop, none of which may fail.
+//! each while pods are created in a loop, none of which may fail. And what
+//! a user diagnoses with: the `kubectl tempcreds` plugin on an injected pod.
 //!
 //! Run with `TEMPCREDS_NODE=1 hack/with-control-plane.sh cargo test -p
 //! tempcreds-tests --test node_chart` (as root; `make test` does).
@@ -19,9 +20,10 @@ use serde_json::{Value, json};
 use tempcreds_tests::helm::{chart_dir, helm, ok};
 use tempcreds_tests::node::{Node, toleration};
 use tempcreds_tests::world::{
-    LIMIT, ROLE, SIDECAR, assert_go_app_used, container, product_image, reports, test_image,
+    LIMIT, ROLE, SIDECAR, assert_go_app_used, container, hold, pod, product_image, reports,
+    test_image,
 };
-use tempcreds_tests::{ControlPlane, Moto, unique_suffix, wait_until};
+use tempcreds_tests::{ControlPlane, Moto, bins, tool, unique_suffix, wait_until};
 
 /// The label that routes a namespace to one test's release (each release
 /// has its own value, so parallel tests never see each other's webhook).
@@ -735,4 +737,119 @@ fn cert_manager_mode_issues_the_certificate_injects_the_ca_and_pods_are_injected
         .unwrap_or_else(|e| panic!("{e:#}\n{}", release.diagnostics()));
     assert!(injected, "the pod was not injected");
     let _ = cp.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+/// Runs the `kubectl-tempcreds` plugin as kubectl would: the cluster from
+/// `KUBECONFIG`, kubectl found on `PATH`.
+fn plugin(cp: &ControlPlane, args: &[&str]) -> std::process::Output {
+    let kubectl = tool("kubectl");
+    let mut path = std::ffi::OsString::from(kubectl.parent().unwrap());
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    std::process::Command::new(bins::bin("kubectl-tempcreds"))
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("PATH", path)
+        .env_remove("KUBECTL")
+        .args(args)
+        .output()
+        .expect("run kubectl-tempcreds")
+}
+
+#[test]
+fn kubectl_tempcreds_doctor_and_status_on_an_injected_pod() {
+    let (release, _) = Release::install("tempcreds-plugin", &[]);
+    let cp = release.cp().clone();
+    let ns = release.app_namespace("plugin");
+    cp.kubectl(&[
+        "-n",
+        &ns,
+        "create",
+        "secret",
+        "generic",
+        "aws-keys",
+        "--from-literal=aws_access_key_id=AKIAPLUGINEXAMPLE001",
+        "--from-literal=aws_secret_access_key=pluginSecretAccessKeyExampleValue000001",
+    ])
+    .unwrap();
+    // Long-term keys from a Secret and a role: doctor's checks all run
+    // against moto (a web-identity pod's issuer here is the API server's
+    // loopback address, which a pod cannot reach).
+    let busybox = release.node.busybox();
+    let app = pod(
+        "app",
+        &[
+            ("tempcreds.io/role-arn", ROLE),
+            ("tempcreds.io/secret-name", "aws-keys"),
+        ],
+        vec![container("app", busybox, &["sh", "-c", &hold("true")], &[])],
+        json!({}),
+    );
+    let plain = pod(
+        "plain",
+        &[],
+        vec![container("app", busybox, &["sh", "-c", &hold("true")], &[])],
+        json!({}),
+    );
+    for p in [&app, &plain] {
+        cp.kubectl_stdin(&["-n", &ns, "create", "-f", "-"], Some(&p.to_string()))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", release.diagnostics()));
+    }
+    release
+        .node
+        .wait_for_condition(&ns, "pod", "app", "Ready", LIMIT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", release.diagnostics()));
+
+    // doctor: every check passes; the report in both formats.
+    let out = plugin(&cp, &["doctor", "app", "-n", &ns]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("kubectl tempcreds doctor app:\n{text}{err}");
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    assert!(text.contains("Result: OK"), "{text}");
+    assert!(text.contains(ROLE), "{text}");
+    let out = plugin(&cp, &["doctor", "app", "-n", &ns, "-o", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["failures"], 0, "{report}");
+
+    // status: the profile, the role and credentials that expire later.
+    let out = plugin(&cp, &["status", "app", "--namespace", &ns]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("kubectl tempcreds status app:\n{text}{err}");
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("PROFILE"), "{text}");
+    assert!(lines[1].starts_with("default "), "{text}");
+    assert!(lines[1].contains(ROLE), "{text}");
+    let out = plugin(&cp, &["status", "app", "-n", &ns, "-o", "json"]);
+    let rows: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(rows[0]["profile"], "default", "{rows}");
+    assert_eq!(rows[0]["role"], ROLE, "{rows}");
+    assert_eq!(rows[0]["valid"], true, "{rows}");
+    let left = rows[0]["expires_in_seconds"].as_f64().unwrap_or_default();
+    assert!(left > 60.0, "{rows}");
+    for secret in ["AKIAPLUGINEXAMPLE001", "pluginSecretAccessKey", "ASIA"] {
+        assert!(!text.contains(secret), "{text}");
+        assert!(!rows.to_string().contains(secret), "{rows}");
+    }
+
+    // The errors a user meets: a pod that was not injected, a pod that
+    // does not exist.
+    let out = plugin(&cp, &["doctor", "plain", "-n", &ns]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pod \"plain\" has no tempcreds sidecar"),
+        "{err}"
+    );
+    let out = plugin(&cp, &["status", "nowhere", "-n", &ns]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("pod \"nowhere\" not found in namespace \"{ns}\"")),
+        "{err}"
+    );
 }

@@ -85,6 +85,12 @@ pub const DEFAULT_HEALTH_PORT: u16 = 8099;
 /// sidecar image must keep the binary at this path.
 pub const SIDECAR_BINARY: &str = "/usr/local/bin/tempcreds-sidecar";
 
+/// The injected sidecar container's name. The webhook gives it another
+/// (`tempcreds-2`, ...) only when the pod already has a container of this
+/// name, and always names the container it injected in the
+/// `tempcreds.io/injected` annotation.
+pub const SIDECAR_NAME: &str = "tempcreds";
+
 /// The sidecar's readiness path: ready once valid credentials are written.
 pub const READYZ_PATH: &str = "/readyz";
 

@@ -73,7 +73,7 @@ fn main() -> ExitCode {
             }
         };
         let output = Output::new(&config.output_dir, &config.profile);
-        let metrics = Metrics::new(Readiness::default());
+        let metrics = Metrics::new(Readiness::default(), "default");
         let mut refresher = StsRefresh::new(sts, output, &config).with_metrics(metrics);
         let mut checkpoints = Vec::new();
         let mut next_checkpoint = 10;

@@ -232,9 +232,28 @@ async fn async_run(configs: Vec<SidecarConfig>, args: Mode) -> ExitCode {
     let readiness: Vec<Readiness> = names.iter().map(|_| Readiness::default()).collect();
     // Served on the health listener; without it (`--no-health-server`, or
     // `--once`) nobody reads them, so nothing is recorded.
-    let metrics = (args.health_server && !args.once).then(|| Metrics::new(readiness[0].clone()));
+    let metrics: Vec<Option<Metrics>> = if args.health_server && !args.once {
+        Metrics::profiles(
+            names
+                .iter()
+                .cloned()
+                .zip(readiness.iter().cloned())
+                .collect(),
+        )
+        .into_iter()
+        .map(Some)
+        .collect()
+    } else {
+        names.iter().map(|_| None).collect()
+    };
+    let health_metrics = metrics.first().cloned().flatten();
     let mut profiles = Vec::new();
-    for ((config, output), readiness) in configs.into_iter().zip(outputs).zip(&readiness) {
+    for (((config, output), readiness), metrics) in configs
+        .into_iter()
+        .zip(outputs)
+        .zip(&readiness)
+        .zip(metrics)
+    {
         let sts = match Sts::new(&config).await {
             Ok(sts) => sts,
             Err(e) => {
@@ -303,7 +322,7 @@ async fn async_run(configs: Vec<SidecarConfig>, args: Mode) -> ExitCode {
     for p in &mut profiles {
         adopt(p);
     }
-    if let Some(metrics) = metrics {
+    if let Some(metrics) = health_metrics {
         let listener = match tokio::net::TcpListener::bind(first.health_addr).await {
             Ok(l) => l,
             Err(e) => {

@@ -1,5 +1,6 @@
 //! The command line: `tempcreds-sidecar run [FLAGS] [--once [--retry]]`,
-//! `tempcreds-sidecar doctor [FLAGS] [--output text|json]` and
+//! `tempcreds-sidecar doctor [FLAGS] [--output text|json]`,
+//! `tempcreds-sidecar status [FLAGS] [--output text|json]` and
 //! `tempcreds-sidecar probe [--output-dir DIR]`.
 //!
 //! The flags are [`SidecarConfig`], shared with the webhook, which renders
@@ -48,6 +49,38 @@ pub enum Command {
     /// expired, 1 otherwise: the exec probe of pods without a health
     /// listener (`hostNetwork: true`). Reads the files only; calls nothing.
     Probe(ProbeArgs),
+    /// Show each profile's credentials as the running sidecar reports them
+    /// on `/metrics` (`--health-addr`): role, time left, last refresh,
+    /// failures. Exit 0 when every profile has valid credentials, 1
+    /// otherwise, 64 for bad flags.
+    Status(StatusArgs),
+}
+
+/// `status`'s arguments: `run`'s configuration (to find the health
+/// listener and name the profiles), and how to report.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The configuration of the running sidecar, as given to `run`.
+    #[command(flatten)]
+    pub config: SidecarConfig,
+
+    /// The additional profiles (`--and-profile NAME FLAGS...`), parsed
+    /// apart: see [`parse_with_profiles`].
+    #[arg(skip)]
+    pub additional: Vec<SidecarConfig>,
+
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// The credentials profiles a sidecar keeps: its first profile's
+/// configuration, then each additional one's.
+pub fn profiles_of<'a>(
+    config: &'a SidecarConfig,
+    additional: &'a [SidecarConfig],
+) -> Vec<&'a SidecarConfig> {
+    std::iter::once(config).chain(additional).collect()
 }
 
 /// `probe`'s arguments.
@@ -63,7 +96,7 @@ pub struct ProbeArgs {
     pub output_dir: PathBuf,
 }
 
-/// `doctor`'s report format.
+/// The report format of `doctor` and `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum OutputFormat {
     /// For people.
@@ -183,6 +216,7 @@ pub fn parse_with_profiles(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::E
     match &mut cli.command {
         Command::Run(run) => run.additional = parse_additional(&run.config, &rest)?,
         Command::Doctor(doctor) => doctor.additional = parse_additional(&doctor.config, &rest)?,
+        Command::Status(status) => status.additional = parse_additional(&status.config, &rest)?,
         Command::Probe(_) if !rest.is_empty() => {
             return Err(clap::Error::raw(
                 clap::error::ErrorKind::UnknownArgument,
@@ -246,6 +280,30 @@ mod tests {
             panic!("not probe")
         };
         assert_eq!(args.output_dir, PathBuf::from("/var/run/tempcreds"));
+    }
+
+    #[test]
+    fn status_takes_the_shared_flags_and_an_output_format() {
+        let cli = Cli::try_parse_from([
+            "tempcreds-sidecar",
+            "status",
+            "--source",
+            "secret",
+            "--health-addr",
+            "0.0.0.0:9000",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        let Command::Status(args) = cli.command else {
+            panic!("not status")
+        };
+        assert_eq!(args.output, OutputFormat::Json);
+        assert_eq!(args.config.health_addr.port(), 9000);
+        assert_eq!(profiles_of(&args.config, &[]), [&args.config]);
+        // `run`-only flags are refused.
+        let err = Cli::try_parse_from(["tempcreds-sidecar", "status", "--once"]).unwrap_err();
+        assert!(err.to_string().contains("--once"), "{err}");
     }
 
     #[test]

@@ -81,11 +81,14 @@ mod tests {
     use tower::ServiceExt;
 
     async fn status(readiness: &Readiness, path: &str) -> StatusCode {
-        router(vec![readiness.clone()], Metrics::new(readiness.clone()))
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap()
-            .status()
+        router(
+            vec![readiness.clone()],
+            Metrics::new(readiness.clone(), "default"),
+        )
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+        .status()
     }
 
     #[tokio::test(start_paused = true)]
@@ -131,7 +134,7 @@ mod metrics_route {
     #[tokio::test]
     async fn metrics_in_the_format_asked_for() {
         let readiness = Readiness::default();
-        let app = router(vec![readiness.clone()], Metrics::new(readiness));
+        let app = router(vec![readiness.clone()], Metrics::new(readiness, "default"));
         let (ct, text) = scrape(app.clone(), None).await;
         assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
         assert!(

@@ -9,7 +9,8 @@
 //! ([`endpoint`]); both listeners run within [`listen`]'s limits. [`app`]
 //! ties these together for `tempcreds-sidecar run`;
 //! [`explain`] turns STS errors into a likely cause and fix; [`probe`] reads
-//! back what a previous run wrote (the exec probe, and adoption on restart).
+//! back what a previous run wrote (the exec probe, and adoption on restart);
+//! [`status`] reads a running sidecar's `/metrics` back for people.
 //!
 //! `tempcreds-sidecar doctor` ([`doctor`]) checks a configuration step by
 //! step: the token ([`token`]), its issuer's published keys ([`issuer`]), the
@@ -30,6 +31,7 @@ pub mod output;
 pub mod policy;
 pub mod probe;
 pub mod refresh;
+pub mod status;
 pub mod sts;
 pub mod token;
 pub mod watch;

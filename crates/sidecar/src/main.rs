@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use tempcreds_sidecar::cli::{self, Command};
-use tempcreds_sidecar::{app, doctor, logging, probe};
+use tempcreds_sidecar::{app, doctor, logging, probe, status};
 
 fn main() -> ExitCode {
     let cli = match cli::parse_with_profiles(std::env::args_os().collect()) {
@@ -22,5 +22,6 @@ fn main() -> ExitCode {
         Command::Run(args) => app::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Probe(args) => probe::run(args),
+        Command::Status(args) => status::run(args),
     }
 }

@@ -40,19 +40,25 @@ fn scrape(sidecar: &Running) -> String {
 fn failures(text: &str, kind: &str) -> f64 {
     sample(
         text,
-        &format!("tempcreds_sidecar_refresh_failures_total{{kind=\"{kind}\"}}"),
+        &format!("tempcreds_sidecar_refresh_failures_total{{profile=\"default\",kind=\"{kind}\"}}"),
     )
     .unwrap_or_else(|| panic!("no failure counter of kind {kind} in\n{text}"))
 }
 
 fn refreshes(text: &str) -> f64 {
-    sample(text, "tempcreds_sidecar_refreshes_total")
-        .unwrap_or_else(|| panic!("no refresh counter in\n{text}"))
+    sample(
+        text,
+        "tempcreds_sidecar_refreshes_total{profile=\"default\"}",
+    )
+    .unwrap_or_else(|| panic!("no refresh counter in\n{text}"))
 }
 
 fn expires_in(text: &str) -> f64 {
-    sample(text, "tempcreds_sidecar_credentials_expires_in_seconds")
-        .unwrap_or_else(|| panic!("no expiry gauge in\n{text}"))
+    sample(
+        text,
+        "tempcreds_sidecar_credentials_expires_in_seconds{profile=\"default\"}",
+    )
+    .unwrap_or_else(|| panic!("no expiry gauge in\n{text}"))
 }
 
 fn sts_calls(text: &str, action: &str) -> f64 {

@@ -167,6 +167,24 @@ fn each_profile_gets_its_own_chain_section_and_endpoint_path() {
     }
     let (status, _) = http_get(port, "/v1/credentials/nobody", Some(&token));
     assert_eq!(status, 404);
+    // Each profile's expiry on /metrics, under its own label, once.
+    let (_, metrics) = sidecar.get("/metrics", None).unwrap();
+    for profile in ["default", "writer", "audit"] {
+        let series =
+            format!("tempcreds_sidecar_credentials_expires_in_seconds{{profile=\"{profile}\"}} ");
+        assert_eq!(
+            metrics.matches(&series).count(),
+            1,
+            "{series} in\n{metrics}"
+        );
+    }
+    assert_eq!(
+        metrics
+            .matches("# TYPE tempcreds_sidecar_credentials_expires_in_seconds gauge")
+            .count(),
+        1,
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -50,7 +50,7 @@ pub struct Context<'a> {
 }
 
 /// Base name of the injected sidecar container.
-pub const SIDECAR_NAME: &str = "tempcreds";
+pub const SIDECAR_NAME: &str = paths::SIDECAR_NAME;
 /// Base name of the shared in-memory volume.
 pub const CREDENTIALS_VOLUME: &str = "tempcreds-credentials";
 /// Base name of the projected service-account token volume.
