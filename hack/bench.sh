@@ -18,7 +18,7 @@
 #   4. pod-creation latency on the local kube-apiserver with and without the
 #      webhook registered (hack/bench-pods.py)
 #   5. the release sidecar against moto: start to first file, RSS at refresh
-#      10 and 100, CPU per refresh against a shell loop around
+#      10 and 100, RSS with 1, 3 and 9 profiles, CPU per refresh against a shell loop around
 #      `aws sts assume-role` writing the same file, RSS over 10,000 refreshes
 #      back to back (crates/sidecar/examples/refresh_soak.rs), idle wakeups
 #      (context switches over 30 s, then an strace syscall count over 10 s),
@@ -417,6 +417,29 @@ if command -v strace >/dev/null 2>&1; then
 fi
 kill "$idle_pid"; wait "$idle_pid" 2>/dev/null || true
 
+# RSS per additional profile: idle sidecars with 1, 3 and 9 profiles (9 is
+# the most a pod may ask for), each additional profile its own role with the
+# same keys, measured once every profile is written (/readyz).
+profile_counts=(1 3 9)
+profile_rss=()
+for n in "${profile_counts[@]}"; do
+  dir="${work}/profiles-${n}"
+  port="$(free_port)"
+  extra=()
+  for ((i = 1; i < n; i++)); do
+    extra+=(--and-profile "p${i}" --source secret --role-arn "arn:aws:iam::123456789012:role/bench-${i}"
+      --access-key-id-file "${dir}/keys/id" --secret-access-key-file "${dir}/keys/secret")
+  done
+  sidecar "$dir" --health-addr "127.0.0.1:${port}" "${extra[@]}" >"${dir}.log" 2>&1 &
+  profiles_pid=$!
+  pids+=("$profiles_pid")
+  wait_for "http://127.0.0.1:${port}/readyz"
+  sleep 2
+  profile_rss+=("$(status_kib "$profiles_pid" VmRSS)")
+  kill "$profiles_pid"; wait "$profiles_pid" 2>/dev/null || true
+done
+per_profile_kib=$(( (profile_rss[2] - profile_rss[0]) / (profile_counts[2] - profile_counts[0]) ))
+
 wait "$monitor"
 busy_refreshes=$(( $(grep -c 'credentials written' "${work}/busy.log") - 1 ))
 # CPU per refresh of the running sidecar, from refresh 10 to the last
@@ -509,6 +532,7 @@ sharing $(nproc) CPUs.
 | pod creation, no webhook, the pod as the webhook leaves it (created already injected) | median $(pf injected_p50_ms) ms, p99 $(pf injected_p99_ms) ms | | same |
 | added by the webhook for an opted-in pod | median +$(pf added_p50_ms) ms, p99 +$(pf added_p99_ms) ms (the call alone, median: +$(pf call_p50_ms) ms; the larger pod alone, median: +$(pf size_p50_ms) ms) | median ≤ 1 ms | differences |
 | sidecar RSS at refresh 10 → $((refreshes / 2 + 5)) → ${busy_refreshes} | $(mib "$rss10") → $(mib "$rssmid") → $(mib "$rss100") ($(( (rss100 - rss10) )) KiB more; VmHWM $(mib "$hwm100")) | ≤ 8 MiB, no growth | VmRSS, refresh every ~1.5 s against moto |
+| sidecar RSS with ${profile_counts[0]} / ${profile_counts[1]} / ${profile_counts[2]} profiles, all written | $(mib "${profile_rss[0]}") / $(mib "${profile_rss[1]}") / $(mib "${profile_rss[2]}") (${per_profile_kib} KiB per additional profile) | ≤ 8 MiB | VmRSS of an idle sidecar once /readyz answers 200 |
 | sidecar RSS over ${soak} refreshes back to back | ${soak_points} (${soak_growth} KiB more) | flat | \`refresh_soak ${soak} RUN_FLAGS\` (the sidecar's refresh without its wait) |
 | CPU per refresh: the sidecar; a shell loop around \`aws sts assume-role\` writing the same file | ${refresh_cpu_us} µs; $(awk -v u="$aws_cpu_us" 'BEGIN {printf "%.0f ms", u / 1000}') ($(awk -v a="$aws_cpu_us" -v b="$refresh_cpu_us" 'BEGIN {printf "%.0f", a / b}')× the sidecar's) | ≥ 150× less than the loop | sidecar: /proc/PID/task/*/schedstat from refresh 10 to ${refreshes}; loop: getrusage of ${aws_loops} iterations |
 | sidecar start to first file | median $(ms "$first_file_us") (max $(ms "$first_file_max_us"), 5 runs) | | \`tempcreds-sidecar run --once\`, exec to exit |

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use tempcreds_tests::helm::{chart_dir, helm, ok};
 use tempcreds_tests::node::{Node, toleration};
 use tempcreds_tests::world::{
-    LIMIT, ROLE, SIDECAR, assert_go_app_used, container, hold, pod, product_image, reports,
-    test_image,
+    CHAINED, LIMIT, ROLE, SIDECAR, assert_go_app_used, container, hold, pod, product_image,
+    reports, test_image,
 };
 use tempcreds_tests::{ControlPlane, Moto, bins, tool, unique_suffix, wait_until};
 
@@ -771,15 +771,18 @@ fn kubectl_tempcreds_doctor_and_status_on_an_injected_pod() {
         "--from-literal=aws_secret_access_key=pluginSecretAccessKeyExampleValue000001",
     ])
     .unwrap();
-    // Long-term keys from a Secret and a role: doctor's checks all run
-    // against moto (a web-identity pod's issuer here is the API server's
-    // loopback address, which a pod cannot reach).
+    // Long-term keys from a Secret and a role, and a second profile with the
+    // same keys and another role: doctor's checks all run against moto (a
+    // web-identity pod's issuer here is the API server's loopback address,
+    // which a pod cannot reach).
     let busybox = release.node.busybox();
     let app = pod(
         "app",
         &[
             ("tempcreds.io/role-arn", ROLE),
             ("tempcreds.io/secret-name", "aws-keys"),
+            ("tempcreds.io/role-arn.audit", CHAINED),
+            ("tempcreds.io/secret-name.audit", "aws-keys"),
         ],
         vec![container("app", busybox, &["sh", "-c", &hold("true")], &[])],
         json!({}),
@@ -799,19 +802,37 @@ fn kubectl_tempcreds_doctor_and_status_on_an_injected_pod() {
         .wait_for_condition(&ns, "pod", "app", "Ready", LIMIT)
         .unwrap_or_else(|e| panic!("{e:#}\n{}", release.diagnostics()));
 
-    // doctor: every check passes; the report in both formats.
+    // doctor: every check of each profile passes; the report in both
+    // formats.
     let out = plugin(&cp, &["doctor", "app", "-n", &ns]);
     let text = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("kubectl tempcreds doctor app:\n{text}{err}");
     assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
-    assert!(text.contains("Result: OK"), "{text}");
-    assert!(text.contains(ROLE), "{text}");
+    assert_eq!(text.matches("Result: OK").count(), 2, "{text}");
+    let (default, audit) = text
+        .split_once("Profile audit")
+        .expect("a report per profile");
+    assert!(default.starts_with("Profile default"), "{text}");
+    assert!(
+        default.contains(ROLE) && !default.contains(CHAINED),
+        "{text}"
+    );
+    assert!(audit.contains(CHAINED), "{text}");
     let out = plugin(&cp, &["doctor", "app", "-n", &ns, "-o", "json"]);
-    let report: Value = serde_json::from_slice(&out.stdout)
+    let reports: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["failures"], 0, "{report}");
+    assert_eq!(reports.as_array().map(Vec::len), Some(2), "{reports}");
+    for (report, profile) in reports
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(["default", "audit"])
+    {
+        assert_eq!(report["profile"], profile, "{report}");
+        assert_eq!(report["ok"], true, "{report}");
+        assert_eq!(report["failures"], 0, "{report}");
+    }
 
     // status: the profile, the role and credentials that expire later.
     let out = plugin(&cp, &["status", "app", "--namespace", &ns]);
@@ -823,14 +844,21 @@ fn kubectl_tempcreds_doctor_and_status_on_an_injected_pod() {
     assert!(lines[0].starts_with("PROFILE"), "{text}");
     assert!(lines[1].starts_with("default "), "{text}");
     assert!(lines[1].contains(ROLE), "{text}");
+    assert!(lines[2].starts_with("audit "), "{text}");
+    assert!(lines[2].contains(CHAINED), "{text}");
     let out = plugin(&cp, &["status", "app", "-n", &ns, "-o", "json"]);
     let rows: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(rows[0]["profile"], "default", "{rows}");
     assert_eq!(rows[0]["role"], ROLE, "{rows}");
     assert_eq!(rows[0]["valid"], true, "{rows}");
-    let left = rows[0]["expires_in_seconds"].as_f64().unwrap_or_default();
-    assert!(left > 60.0, "{rows}");
+    assert_eq!(rows[1]["profile"], "audit", "{rows}");
+    assert_eq!(rows[1]["role"], CHAINED, "{rows}");
+    for row in rows.as_array().into_iter().flatten() {
+        assert_eq!(row["valid"], true, "{rows}");
+        let left = row["expires_in_seconds"].as_f64().unwrap_or_default();
+        assert!(left > 60.0, "{rows}");
+    }
     for secret in ["AKIAPLUGINEXAMPLE001", "pluginSecretAccessKey", "ASIA"] {
         assert!(!text.contains(secret), "{text}");
         assert!(!rows.to_string().contains(secret), "{rows}");

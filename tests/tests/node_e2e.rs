@@ -179,6 +179,67 @@ fn secret_keys_with_and_without_a_role_and_a_role_chain() {
 }
 
 #[test]
+fn two_profiles_in_one_pod_each_container_uses_its_own() {
+    let w = World::new("node-profiles");
+    let app_image = test_image(&w.node, "aws-go-app");
+    // The default profile reads; "writer" is another role, from the same
+    // projected token. One container uses each, by AWS_PROFILE.
+    let mut writer = go_app(&w, &app_image, 1);
+    writer["name"] = json!("writer");
+    writer["env"]
+        .as_array_mut()
+        .expect("env")
+        .push(json!({"name": "AWS_PROFILE", "value": "writer"}));
+    w.create(&pod(
+        "two-roles",
+        &[
+            ("tempcreds.io/role-arn", ROLE),
+            ("tempcreds.io/role-arn.writer", CHAINED),
+            ("tempcreds.io/session-duration.writer", "15m"),
+        ],
+        vec![go_app(&w, &app_image, 1), writer],
+        json!({}),
+    ));
+    w.wait_phase("two-roles", "Succeeded");
+    assert_go_app_used(&w.logs("two-roles", "app"), "node-reader", "SharedConfig");
+    assert_go_app_used(
+        &w.logs("two-roles", "writer"),
+        "node-writer",
+        "SharedConfig",
+    );
+    // One call chain per profile, each with the kubelet's token and its own
+    // settings (the apps' own calls are GetCallerIdentity).
+    let calls = w.moto.sts_requests();
+    let sidecar_calls: Vec<_> = calls
+        .iter()
+        .filter(|c| c.action != "GetCallerIdentity")
+        .collect();
+    assert!(
+        sidecar_calls
+            .iter()
+            .all(|c| c.action == "AssumeRoleWithWebIdentity"),
+        "{:?}",
+        w.moto.actions()
+    );
+    let mut roles: Vec<(&str, Option<&str>)> = sidecar_calls
+        .iter()
+        .map(|c| {
+            (
+                c.param("RoleArn").unwrap_or("-"),
+                c.param("DurationSeconds"),
+            )
+        })
+        .collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        [(ROLE, None), (CHAINED, Some("900"))],
+        "{:?}",
+        w.moto.actions()
+    );
+}
+
+#[test]
 fn file_process_and_endpoint_delivery_with_the_go_sdk_and_busybox() {
     let w = World::new("node-dlv");
     let go = test_image(&w.node, "aws-go-app");

@@ -65,13 +65,15 @@ fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error>> {
         .into());
     }
     pod::check_running(&pod, &sidecar.name)?;
+    // The plugin's own flags come right after the subcommand: after the
+    // sidecar's arguments they would land in its last `--and-profile`.
     let mut command = vec![sidecar.binary, cli.command.sidecar_command().to_owned()];
-    command.extend(sidecar.args);
     if let (Command::Doctor(_), Some(audience)) = (&cli.command, sidecar.token_audience) {
         command.push(format!("--token-audience={audience}"));
     }
     if args.output == OutputFormat::Json {
         command.extend(["--output".to_owned(), "json".to_owned()]);
     }
+    command.extend(sidecar.args);
     Ok(kubectl.exec(&args.pod, &sidecar.name, &command)?)
 }

@@ -111,13 +111,19 @@ fn injected_pod(sidecar_args: &[&str], state: Value) -> Value {
     })
 }
 
-const ARGS: [&str; 6] = [
+/// A sidecar's `run` arguments: its first profile's, a flag of `run` alone,
+/// and an additional profile.
+const ARGS: [&str; 10] = [
     "--source",
     "web-identity",
     "--role-arn",
     "arn:aws:iam::123456789012:role/reader",
     "--listener-header-timeout",
     "5s",
+    "--and-profile",
+    "writer",
+    "--role-arn",
+    "arn:aws:iam::123456789012:role/writer",
 ];
 
 #[test]
@@ -147,13 +153,19 @@ fn doctor_runs_in_the_sidecar_with_its_flags_and_passes_its_exit_code_back() {
             "--",
             "/usr/local/bin/tempcreds-sidecar",
             "doctor",
+            // The plugin's flags first: after the sidecar's they would be
+            // its last profile's.
+            "--token-audience=sts.amazonaws.com",
+            "--output",
+            "json",
             "--source",
             "web-identity",
             "--role-arn",
             "arn:aws:iam::123456789012:role/reader",
-            "--token-audience=sts.amazonaws.com",
-            "--output",
-            "json",
+            "--and-profile",
+            "writer",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/writer",
         ]
     );
 

@@ -24,7 +24,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How additional profiles are given, after `run`'s and `doctor`'s flags.
+/// How additional profiles are given, after the flags of `run`, `doctor` and
+/// `status`.
 const AND_PROFILE_HELP: &str = "Additional profiles: after the flags above, \
 `--and-profile NAME FLAGS...` once per profile. FLAGS are that profile's own (--source, --role-arn, \
 --chain-role-arn, session and tag flags, --refresh-before, ...; no TEMPCREDS_* variables); it takes \
@@ -53,6 +54,7 @@ pub enum Command {
     /// on `/metrics` (`--health-addr`): role, time left, last refresh,
     /// failures. Exit 0 when every profile has valid credentials, 1
     /// otherwise, 64 for bad flags.
+    #[command(after_help = AND_PROFILE_HELP)]
     Status(StatusArgs),
 }
 
