@@ -254,7 +254,8 @@ async fn async_run(configs: Vec<SidecarConfig>, args: Mode) -> ExitCode {
         .zip(&readiness)
         .zip(metrics)
     {
-        let sts = match Sts::new(&config).await {
+        let first = profiles.first().map(|p: &Profile| &p.refresher.sts);
+        let sts = match Sts::sharing(&config, first).await {
             Ok(sts) => sts,
             Err(e) => {
                 error!(profile = %config.profile, "{e}");

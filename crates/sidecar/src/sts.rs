@@ -266,6 +266,14 @@ impl Sts {
     /// endpoint resolver chooses), and for `--source ambient` the default
     /// credential chain.
     pub async fn new(config: &SidecarConfig) -> Result<Sts, SetupError> {
+        Sts::sharing(config, None).await
+    }
+
+    /// [`Sts::new`], with the HTTP client (its connection pool and TLS
+    /// configuration, root certificates included) of `other` when given:
+    /// the profiles of one sidecar share one, so each additional profile
+    /// costs its settings, not another TLS stack.
+    pub async fn sharing(config: &SidecarConfig, other: Option<&Sts>) -> Result<Sts, SetupError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::disabled())
             .timeout_config(
@@ -288,6 +296,9 @@ impl Sts {
         }
         if config.source != Source::Ambient {
             loader = loader.no_credentials();
+        }
+        if let Some(http) = other.and_then(|o| o.sdk.http_client()) {
+            loader = loader.http_client(http);
         }
         let sdk = loader.load().await;
         let region = sdk.region().ok_or(SetupError::NoRegion)?.to_string();
