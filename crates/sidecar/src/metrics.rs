@@ -154,6 +154,30 @@ fn sts_histogram() -> Histogram {
 /// digits, `-`, `_`, `.`), not free input.
 type ProfileLabel = [(&'static str, String); 1];
 
+/// Encodes the gauge `name` (in seconds) with one sample per
+/// `(profile, value)`; nothing at all when there is none.
+fn encode_profile_gauge(
+    mut encoder: DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(&String, f64)],
+) -> Result<(), std::fmt::Error> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(
+        name,
+        help,
+        Some(&Unit::Seconds),
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (profile, value) in values {
+        let label: ProfileLabel = [("profile", (*profile).clone())];
+        ConstGauge::new(*value).encode(metric.encode_family(&label)?)?;
+    }
+    Ok(())
+}
+
 /// `tempcreds_sidecar_credentials_expires_in_seconds{profile}`, computed
 /// from each profile's written credentials' expiry (its readiness latch)
 /// when scraped.
@@ -161,7 +185,7 @@ type ProfileLabel = [(&'static str, String); 1];
 struct ExpiresIn(Vec<(String, Readiness)>);
 
 impl Collector for ExpiresIn {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let now = Instant::now();
         let written: Vec<(&String, f64)> = self
             .0
@@ -177,20 +201,12 @@ impl Collector for ExpiresIn {
                 ))
             })
             .collect();
-        if written.is_empty() {
-            return Ok(());
-        }
-        let mut metric = encoder.encode_descriptor(
+        encode_profile_gauge(
+            encoder,
             "tempcreds_sidecar_credentials_expires_in",
             "Seconds until the credentials written (or adopted at start) expire; negative once expired.",
-            Some(&Unit::Seconds),
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (name, seconds) in written {
-            let label: ProfileLabel = [("profile", name.clone())];
-            ConstGauge::new(seconds).encode(metric.encode_family(&label)?)?;
-        }
-        Ok(())
+            &written,
+        )
     }
 }
 
@@ -212,7 +228,7 @@ impl LastRefresh {
 }
 
 impl Collector for LastRefresh {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let set: Vec<(&String, f64)> = self
             .0
             .iter()
@@ -221,20 +237,12 @@ impl Collector for LastRefresh {
                 (bits != 0).then(|| (name, f64::from_bits(bits)))
             })
             .collect();
-        if set.is_empty() {
-            return Ok(());
-        }
-        let mut metric = encoder.encode_descriptor(
+        encode_profile_gauge(
+            encoder,
             "tempcreds_sidecar_last_refresh_timestamp",
             "Unix time of the last refresh that fetched credentials from STS and wrote them.",
-            Some(&Unit::Seconds),
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (name, at) in set {
-            let label: ProfileLabel = [("profile", name.clone())];
-            ConstGauge::new(at).encode(metric.encode_family(&label)?)?;
-        }
-        Ok(())
+            &set,
+        )
     }
 }
 
