@@ -74,12 +74,27 @@ impl World {
 
     /// `sidecar_yaml` is added to the config's `sidecar:` block (indented).
     pub fn with_sidecar_settings(prefix: &str, sidecar_yaml: &str) -> World {
+        World::build(prefix, sidecar_yaml, true)
+    }
+
+    /// A world whose webhook config names no STS endpoint: sidecars call
+    /// the one the AWS SDK resolves (unreachable from this machine), as in
+    /// a cluster without a VPC endpoint.
+    pub fn without_sts_endpoint(prefix: &str) -> World {
+        World::build(prefix, "", false)
+    }
+
+    fn build(prefix: &str, sidecar_yaml: &str, sts_endpoint: bool) -> World {
         let node = Node::from_env();
         let moto = Moto::start_on(&node.gateway);
         let image = sidecar_image(&node);
+        let sts = if sts_endpoint {
+            format!("stsEndpoint: {}\nallowHttpStsEndpoint: true\n", moto.url())
+        } else {
+            String::new()
+        };
         let config = format!(
-            "sidecar:\n  image: {image}\n  imagePullPolicy: Never\n{sidecar_yaml}region: us-east-1\nstsEndpoint: {}\nallowHttpStsEndpoint: true\n",
-            moto.url()
+            "sidecar:\n  image: {image}\n  imagePullPolicy: Never\n{sidecar_yaml}region: us-east-1\n{sts}"
         );
         let hook = Webhook::start(node.control_plane(), &config);
         let ns = hook.namespace(prefix);

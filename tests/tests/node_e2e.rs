@@ -240,6 +240,61 @@ fn two_profiles_in_one_pod_each_container_uses_its_own() {
 }
 
 #[test]
+fn fips_and_dual_stack_annotations_reach_the_sdk_in_a_running_sidecar() {
+    // No STS endpoint in the cluster's config: the sidecar calls the one the
+    // AWS SDK resolves for the region and the variant. This machine reaches
+    // no AWS host, so the test checks which endpoint the sidecar in the pod
+    // resolved and tried, not an answer.
+    let w = World::without_sts_endpoint("node-fips");
+    let busybox = w.node.busybox();
+    w.create(&pod(
+        "fips",
+        &[
+            ("tempcreds.io/role-arn", ROLE),
+            ("tempcreds.io/use-fips-endpoint", "true"),
+            ("tempcreds.io/use-dualstack-endpoint", "true"),
+        ],
+        vec![container("app", busybox, &["sh", "-c", &hold("true")], &[])],
+        json!({}),
+    ));
+    let cp = w.node.control_plane();
+    let logs = || {
+        cp.kubectl(&["-n", &w.ns, "logs", "fips", "-c", SIDECAR])
+            .unwrap_or_default()
+    };
+    tempcreds_tests::wait_until(
+        "the sidecar's first failed attempt at the FIPS dual-stack endpoint",
+        LIMIT,
+        || logs().contains("refreshing credentials failed"),
+    );
+    let text = logs();
+    let start = text
+        .lines()
+        .find(|l| l.contains("\"starting\""))
+        .unwrap_or_else(|| panic!("no start line:\n{text}"));
+    assert!(
+        start.contains("\"endpoint\":\"https://sts-fips.us-east-1.api.aws\"")
+            && start.contains("\"endpoint_kind\":\"FIPS dual-stack\""),
+        "{start}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("refreshing credentials failed")
+                && l.contains("https://sts-fips.us-east-1.api.aws")),
+        "{text}"
+    );
+    // The app never started: no credentials.
+    let pod: Value =
+        serde_json::from_str(&w.kubectl(&["get", "pod", "fips", "-o", "json"])).expect("pod JSON");
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["started"],
+        json!(false),
+        "{}",
+        pod["status"]
+    );
+}
+
+#[test]
 fn file_process_and_endpoint_delivery_with_the_go_sdk_and_busybox() {
     let w = World::new("node-dlv");
     let go = test_image(&w.node, "aws-go-app");
