@@ -764,17 +764,6 @@ pub const AND_PROFILE: &str = "--and-profile";
 /// [`AND_PROFILE`].
 pub const SIDECAR_WIDE_FLAGS: [&str; 4] = ["output-dir", "profile", "health-addr", "endpoint-addr"];
 
-/// Flags an additional profile takes from the first profile's unless it sets
-/// them itself.
-pub const INHERITED_FLAGS: [&str; 6] = [
-    "region",
-    "sts-endpoint",
-    "allow-http-sts-endpoint",
-    "use-fips-endpoint",
-    "use-dualstack-endpoint",
-    "pod-name",
-];
-
 /// Splits a sidecar command line at each [`AND_PROFILE`]: the arguments
 /// before the first, then each additional profile's (its name first).
 /// Rendered arguments never hold `--and-profile` as a value:
@@ -797,7 +786,8 @@ pub fn split_profiles<T: AsRef<std::ffi::OsStr>>(args: Vec<T>) -> (Vec<T>, Vec<V
 
 /// Parses additional profiles' arguments (each: `NAME FLAGS...`, from
 /// [`split_profiles`]) into full configurations: the flags of `first` that
-/// configure the whole sidecar, [`INHERITED_FLAGS`] from `first` unless set,
+/// configure the whole sidecar, the region, STS endpoint, plain-HTTP
+/// allowance, FIPS/dual-stack settings and pod name from `first` unless set,
 /// and the rest from the profile's own flags only (no `TEMPCREDS_*`
 /// environment variable: those are the first profile's). The error is
 /// clap's, naming the profile and the flag.

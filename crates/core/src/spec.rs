@@ -618,6 +618,19 @@ fn additional_profiles(p: &mut Parser<'_>) -> BTreeSet<String> {
     declared
 }
 
+/// Whether `annotations` hold a `tempcreds.io/role-arn.NAME`: the first key
+/// after `tempcreds.io/role-arn.` in order starts with it when any does.
+fn has_profile_role(annotations: &Annotations) -> bool {
+    const ROLE_ARN_DOT: &str = "tempcreds.io/role-arn.";
+    annotations
+        .range::<str, _>((
+            std::ops::Bound::Included(ROLE_ARN_DOT),
+            std::ops::Bound::Unbounded,
+        ))
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(ROLE_ARN_DOT))
+}
+
 /// Reads the annotations of a pod and its ServiceAccount.
 ///
 /// Returns every problem found when the pod is opted in; annotations of a
@@ -644,12 +657,9 @@ pub fn resolve(pod: &Annotations, sa: &Annotations) -> Result<Decision, Vec<Anno
         return Ok(Decision::OptedOut);
     }
     let has_role = p.raw(a::ROLE_ARN).is_some();
-    let role_prefix = format!("{}.", a::ROLE_ARN);
-    let has_profile_role = pod
-        .keys()
-        .chain(sa.keys())
-        .any(|k| k.starts_with(&role_prefix));
-    if !has_role && !has_profile_role && inject != Some(true) {
+    // Every pod's admission passes here: the additional-profile check is one
+    // ordered lookup per map, and only when nothing else opted the pod in.
+    if !has_role && inject != Some(true) && !has_profile_role(pod) && !has_profile_role(sa) {
         return Ok(Decision::NotRequested);
     }
 
@@ -1995,6 +2005,11 @@ mod tests {
         // An additional profile alone opts in, and the default needs a role.
         let e = errors(&[("tempcreds.io/role-arn.writer", WRITER)], &[]);
         assert!(e[0].contains("tempcreds.io/role-arn: is required"), "{e:?}");
+        let e = errors(&[], &[("tempcreds.io/role-arn.writer", WRITER)]);
+        assert!(e[0].contains("tempcreds.io/role-arn: is required"), "{e:?}");
+        // A key that sorts right after the prefix but is not a profile's.
+        let none = ann(&[("tempcreds.io/role-arnz", WRITER)]);
+        assert_eq!(resolve(&none, &none), Ok(Decision::NotRequested));
         let many: Vec<(String, String)> = (0..=MAX_ADDITIONAL_PROFILES)
             .map(|i| (format!("tempcreds.io/role-arn.p{i}"), WRITER.to_owned()))
             .collect();

@@ -143,7 +143,8 @@ fn local_checks(config: &SidecarConfig) -> Vec<tempcreds_core::ConfigError> {
     errors
 }
 
-/// Validates every profile (the first with [`local_checks`] too), logging
+/// Validates every profile, with [`local_checks`] (the output directory,
+/// which the profiles share, once), logging
 /// each problem with its profile and flag. Returns whether all are valid.
 fn validate_profiles(configs: &[SidecarConfig]) -> bool {
     let mut count = 0;
@@ -157,15 +158,12 @@ fn validate_profiles(configs: &[SidecarConfig]) -> bool {
             }
             Err(errors) => errors,
         };
-        if i == 0 {
-            errors.extend(local_checks(config));
-        } else if config.pod_name_tag_key.is_some() && config.pod_name.is_none() {
-            errors.extend(
-                local_checks(config)
-                    .into_iter()
-                    .filter(|e| e.flag == "pod-name-tag-key"),
-            );
-        }
+        // The output directory is the sidecar's, checked once.
+        errors.extend(
+            local_checks(config)
+                .into_iter()
+                .filter(|e| i == 0 || e.flag != "output-dir"),
+        );
         for e in &errors {
             error!(profile = %config.profile, flag = e.flag, "{e}");
         }
